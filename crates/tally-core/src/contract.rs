@@ -1,0 +1,294 @@
+//! Contracts: a customer's subscription with its phases (the configuration over time), current
+//! billing period, scheduled changes, what was paid for the current period, and the settings and
+//! context every billing computation runs in.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::calendar::{Alignment, BillingPeriod, Granularity, Schedule, time_zone};
+use crate::catalog::Catalog;
+use crate::config::Configuration;
+use crate::error::CoreError;
+use crate::invoice::InvoiceLine;
+use crate::money::{Currency, Rounding};
+use crate::usage::UsageRecord;
+
+/// A tenant's billing settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// IANA time zone where days begin.
+    #[serde(default = "utc")]
+    pub time_zone: String,
+    /// Proration granularity.
+    #[serde(default)]
+    pub proration: Granularity,
+    /// Rounding mode.
+    #[serde(default)]
+    pub rounding: Rounding,
+    /// Where new contracts anchor their periods.
+    #[serde(default)]
+    pub billing_alignment: Alignment,
+    /// Default tax rate in percent, for customers without one.
+    #[serde(default)]
+    pub tax_rate: Decimal,
+}
+
+fn utc() -> String {
+    "UTC".into()
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            time_zone: utc(),
+            proration: Granularity::Day,
+            rounding: Rounding::HalfAwayFromZero,
+            billing_alignment: Alignment::Anniversary,
+            tax_rate: Decimal::ZERO,
+        }
+    }
+}
+
+impl Settings {
+    /// Checks the settings (time zone name, tax rate range).
+    ///
+    /// # Errors
+    /// An unknown time zone or a tax rate outside 0..=100.
+    pub fn validate(&self) -> Result<(), CoreError> {
+        time_zone(&self.time_zone)?;
+        if self.tax_rate < Decimal::ZERO || self.tax_rate > Decimal::ONE_HUNDRED {
+            return Err(CoreError::invalid(
+                "settings.tax_rate",
+                "a percentage from 0 to 100",
+                self.tax_rate,
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Where a contract is in its life (Wingback's statuses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContractStatus {
+    /// Waiting to be activated by hand.
+    Pending,
+    /// Activates at a future instant.
+    Scheduled,
+    /// Running (including a free trial).
+    Active,
+    /// Ended.
+    Canceled,
+}
+
+/// A span of a contract's life with one configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Phase {
+    /// When it took effect.
+    pub start: Timestamp,
+    /// When the next phase replaced it (`None` for the current one).
+    pub end: Option<Timestamp>,
+    /// The configuration.
+    pub config: Configuration,
+}
+
+/// How a change is prorated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Proration {
+    /// Credit unused time and charge the rest of the period.
+    #[default]
+    CreateProrations,
+    /// Nothing now; the new configuration is billed from the next period.
+    None,
+}
+
+/// What a change changes (seed 000's strategies, plus add-ons on the recorded prices).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "strategy", rename_all = "snake_case")]
+pub enum ChangeKind {
+    /// Switch plan: prices from the given or latest pricing at the effective instant.
+    NewPlan {
+        /// Plan id or slug.
+        plan: String,
+        /// Pricing id or slug.
+        pricing: Option<String>,
+        /// Currency (current one when absent).
+        currency: Option<Currency>,
+        /// Cycle (current one when absent).
+        cycle: Option<crate::calendar::Cycle>,
+        /// Units per feature.
+        unit_counts: BTreeMap<String, Decimal>,
+        /// Overrides per feature.
+        overrides: BTreeMap<String, crate::config::FeatureOverride>,
+        /// Discount to apply from the change on.
+        discount: Option<String>,
+    },
+    /// New unit counts (and add-ons) on the prices recorded in the contract.
+    ChangeUnitCount {
+        /// Units per feature.
+        unit_counts: BTreeMap<String, Decimal>,
+        /// Add-ons purchased (`true`) or removed (`false`).
+        purchased: BTreeMap<String, bool>,
+        /// Discount to apply from the change on.
+        discount: Option<String>,
+    },
+    /// Move the billing date: the current period ends at `date`, later periods anchor there.
+    ChangeBillingDate {
+        /// The new billing date.
+        date: Timestamp,
+        /// Whether the difference is charged or credited.
+        recalculate_charges: bool,
+        /// Discount to apply from the change on.
+        discount: Option<String>,
+    },
+}
+
+/// A change waiting for its instant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduledChange {
+    /// Its id (given by the caller).
+    pub id: String,
+    /// When it applies.
+    pub effective_at: Timestamp,
+    /// True when it was asked for at the end of the period (`next_cycle`): it follows the period
+    /// end if the billing date moves.
+    pub at_period_end: bool,
+    /// Creation order, to order equal instants.
+    pub seq: u64,
+    /// When it was made.
+    pub created_at: Timestamp,
+    /// What it changes.
+    pub change: ChangeKind,
+    /// Proration when it applies.
+    pub proration: Proration,
+    /// Whether its lines are invoiced at once or carried to the next regular invoice.
+    pub invoice_now: bool,
+}
+
+/// A contract and all the state its billing needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contract {
+    /// `Cont_<uuid>`.
+    pub id: String,
+    /// The customer.
+    pub customer_id: String,
+    /// Status.
+    pub status: ContractStatus,
+    /// When it was signed.
+    pub created_at: Timestamp,
+    /// When it started (or will start).
+    pub activation: Option<Timestamp>,
+    /// Free trial length asked for at signup.
+    pub free_trial_days: Option<u32>,
+    /// End of the free trial, once active.
+    pub trial_end: Option<Timestamp>,
+    /// The schedule that generates period boundaries.
+    pub schedule: Option<Schedule>,
+    /// The current period (the trial counts as period 0).
+    pub period: Option<BillingPeriod>,
+    /// Index of the current period, from 1 (0 during a trial or before activation).
+    pub period_idx: u32,
+    /// The configuration in force.
+    pub config: Configuration,
+    /// History: every configuration with its time span.
+    pub phases: Vec<Phase>,
+    /// Changes waiting for their instant, in time order.
+    pub scheduled: Vec<ScheduledChange>,
+    /// Next creation sequence number for scheduled changes.
+    pub next_seq: u64,
+    /// When a cancellation takes effect, if one is scheduled.
+    pub cancel_at: Option<Timestamp>,
+    /// True when the cancellation was asked for at the period end.
+    pub cancel_at_period_end: bool,
+    /// When it ended.
+    pub ended_at: Option<Timestamp>,
+    /// In-arrears charges are billed up to here.
+    pub arrears_billed_until: Option<Timestamp>,
+    /// Usage is billed up to here.
+    pub usage_billed_until: Option<Timestamp>,
+    /// Per charge item: net amount billed for the current period (credits are capped by it).
+    pub paid: BTreeMap<String, Decimal>,
+    /// Lines waiting for the next regular invoice (changes made without interim billing).
+    pub carried: Vec<InvoiceLine>,
+}
+
+impl Contract {
+    /// True while the free trial runs (period 0 of an active contract).
+    pub fn in_trial(&self) -> bool {
+        self.status == ContractStatus::Active && self.period_idx == 0
+    }
+
+    /// The scheduled changes in the order they apply.
+    pub fn timeline(&self) -> Vec<&ScheduledChange> {
+        let mut v: Vec<&ScheduledChange> = self.scheduled.iter().collect();
+        v.sort_by_key(|s| (s.effective_at, s.seq));
+        v
+    }
+}
+
+/// What a billing computation reads besides the contract: the catalog, the tenant's settings,
+/// the contract's usage, the tax rate in force and the customer's credit balances.
+#[derive(Debug, Clone)]
+pub struct BillingContext<'a> {
+    /// The tenant's catalog.
+    pub catalog: &'a Catalog,
+    /// The tenant's settings.
+    pub settings: &'a Settings,
+    /// The settings' time zone, resolved.
+    pub tz: TimeZone,
+    /// Usage records of the contract from (at least) the start of its current period.
+    pub usage: &'a [UsageRecord],
+    /// Tax rate in percent (the customer's, else the tenant's).
+    pub tax_rate: Decimal,
+    /// The customer's credit balance per currency before the computation.
+    pub balances: BTreeMap<Currency, Decimal>,
+}
+
+impl<'a> BillingContext<'a> {
+    /// A context with no usage, the tenant's tax rate and no credit balance.
+    ///
+    /// # Errors
+    /// An unknown time zone in the settings.
+    pub fn new(
+        catalog: &'a Catalog,
+        settings: &'a Settings,
+    ) -> Result<BillingContext<'a>, CoreError> {
+        Ok(BillingContext {
+            catalog,
+            settings,
+            tz: time_zone(&settings.time_zone)?,
+            usage: &[],
+            tax_rate: settings.tax_rate,
+            balances: BTreeMap::new(),
+        })
+    }
+
+    /// The same context with these usage records.
+    pub fn with_usage(mut self, usage: &'a [UsageRecord]) -> Self {
+        self.usage = usage;
+        self
+    }
+
+    /// The same context with this tax rate.
+    pub fn with_tax_rate(mut self, rate: Decimal) -> Self {
+        self.tax_rate = rate;
+        self
+    }
+
+    /// The same context with these credit balances.
+    pub fn with_balances(mut self, balances: BTreeMap<Currency, Decimal>) -> Self {
+        self.balances = balances;
+        self
+    }
+
+    /// The granularity to prorate with.
+    pub fn granularity(&self) -> Granularity {
+        self.settings.proration
+    }
+}

@@ -1,0 +1,336 @@
+//! Money: currencies with their minor units, rounding modes, and exact rational amounts that are
+//! rounded once, at the end of a line.
+//!
+//! Every line amount is computed as an exact fraction (`Exact`) of integers and only then rounded to
+//! the currency's minor unit, so no intermediate result is ever truncated.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::error::CoreError;
+
+/// A currency Tally bills in: lowercase ISO 4217 code on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Currency {
+    /// US dollar.
+    Usd,
+    /// Euro.
+    Eur,
+    /// Pound sterling.
+    Gbp,
+    /// Brazilian real.
+    Brl,
+    /// Argentine peso.
+    Ars,
+}
+
+/// The currency table: code and minor units. Adding a currency is one entry here plus its variant.
+const CURRENCIES: &[(Currency, &str, u32)] = &[
+    (Currency::Usd, "usd", 2),
+    (Currency::Eur, "eur", 2),
+    (Currency::Gbp, "gbp", 2),
+    (Currency::Brl, "brl", 2),
+    (Currency::Ars, "ars", 2),
+];
+
+impl Currency {
+    /// Every supported currency, in table order.
+    pub fn all() -> impl Iterator<Item = Currency> {
+        CURRENCIES.iter().map(|(c, _, _)| *c)
+    }
+
+    fn entry(self) -> &'static (Currency, &'static str, u32) {
+        CURRENCIES
+            .iter()
+            .find(|(c, _, _)| *c == self)
+            .unwrap_or(&CURRENCIES[0])
+    }
+
+    /// The lowercase ISO 4217 code, as used on the wire.
+    pub fn code(self) -> &'static str {
+        self.entry().1
+    }
+
+    /// Number of decimal places of the currency's minor unit (2 for cents).
+    pub fn minor_units(self) -> u32 {
+        self.entry().2
+    }
+}
+
+impl fmt::Display for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl FromStr for Currency {
+    type Err = CoreError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        CURRENCIES
+            .iter()
+            .find(|(_, code, _)| *code == s)
+            .map(|(c, _, _)| *c)
+            .ok_or_else(|| CoreError::invalid("currency", "one of usd, eur, gbp, brl, ars", s))
+    }
+}
+
+/// How a line's exact amount is rounded to the currency's minor unit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rounding {
+    /// 0.5 rounds away from zero (2.345 -> 2.35, -2.345 -> -2.35). The default.
+    #[default]
+    HalfAwayFromZero,
+    /// 0.5 rounds to the even neighbour (2.345 -> 2.34, 2.355 -> 2.36).
+    HalfEven,
+}
+
+/// An exact rational amount `num / den` (den > 0), the intermediate form of every line.
+///
+/// Built from decimals and ratios with checked integer arithmetic; [`Exact::round`] turns it into
+/// a decimal at the currency's scale exactly once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exact {
+    num: i128,
+    den: i128,
+}
+
+fn gcd(mut a: i128, mut b: i128) -> i128 {
+    a = a.abs();
+    b = b.abs();
+    while b != 0 {
+        let t = a % b;
+        a = b;
+        b = t;
+    }
+    a.max(1)
+}
+
+fn pow10(scale: u32) -> Result<i128, CoreError> {
+    10i128.checked_pow(scale).ok_or(CoreError::Overflow)
+}
+
+impl Exact {
+    /// Zero.
+    pub const ZERO: Exact = Exact { num: 0, den: 1 };
+
+    /// The fraction `num / den`; `den` must not be zero.
+    pub fn ratio(num: i128, den: i128) -> Result<Exact, CoreError> {
+        if den == 0 {
+            return Err(CoreError::Overflow);
+        }
+        let (num, den) = if den < 0 { (-num, -den) } else { (num, den) };
+        let g = gcd(num, den);
+        Ok(Exact {
+            num: num / g,
+            den: den / g,
+        })
+    }
+
+    /// The exact value of a decimal.
+    pub fn from_decimal(d: Decimal) -> Result<Exact, CoreError> {
+        Exact::ratio(d.mantissa(), pow10(d.scale())?)
+    }
+
+    /// Numerator (reduced).
+    pub fn numer(self) -> i128 {
+        self.num
+    }
+
+    /// Denominator (reduced, positive).
+    pub fn denom(self) -> i128 {
+        self.den
+    }
+
+    /// Product of two exact values.
+    pub fn times(self, other: Exact) -> Result<Exact, CoreError> {
+        // Cross-reduce first to keep the integers small.
+        let g1 = gcd(self.num, other.den);
+        let g2 = gcd(other.num, self.den);
+        let num = (self.num / g1)
+            .checked_mul(other.num / g2)
+            .ok_or(CoreError::Overflow)?;
+        let den = (self.den / g2)
+            .checked_mul(other.den / g1)
+            .ok_or(CoreError::Overflow)?;
+        Exact::ratio(num, den)
+    }
+
+    /// Product with a decimal.
+    pub fn mul_dec(self, d: Decimal) -> Result<Exact, CoreError> {
+        self.times(Exact::from_decimal(d)?)
+    }
+
+    /// Sum of two exact values.
+    pub fn plus(self, other: Exact) -> Result<Exact, CoreError> {
+        let g = gcd(self.den, other.den);
+        let l = self.den / g;
+        let num = self
+            .num
+            .checked_mul(other.den / g)
+            .and_then(|a| other.num.checked_mul(l).and_then(|b| a.checked_add(b)))
+            .ok_or(CoreError::Overflow)?;
+        let den = l.checked_mul(other.den).ok_or(CoreError::Overflow)?;
+        Exact::ratio(num, den)
+    }
+
+    /// Negation.
+    pub fn negated(self) -> Exact {
+        Exact {
+            num: -self.num,
+            den: self.den,
+        }
+    }
+
+    /// True when the value is zero.
+    pub fn is_zero(self) -> bool {
+        self.num == 0
+    }
+
+    /// Compares two exact values.
+    pub fn cmp_exact(self, other: Exact) -> Result<std::cmp::Ordering, CoreError> {
+        let a = self.num.checked_mul(other.den).ok_or(CoreError::Overflow)?;
+        let b = other.num.checked_mul(self.den).ok_or(CoreError::Overflow)?;
+        Ok(a.cmp(&b))
+    }
+
+    /// Rounds once to `scale` decimal places with the given mode.
+    ///
+    /// # Example
+    /// ```
+    /// use tally_core::money::{Exact, Rounding};
+    /// // 10.00 x 17/31 = 5.4838... -> 5.48
+    /// let x = Exact::ratio(1000 * 17, 100 * 31).unwrap();
+    /// assert_eq!(x.round(2, Rounding::HalfAwayFromZero).unwrap().to_string(), "5.48");
+    /// // exactly half a cent: away from zero vs to even
+    /// let half = Exact::ratio(2345, 1000).unwrap();
+    /// assert_eq!(half.round(2, Rounding::HalfAwayFromZero).unwrap().to_string(), "2.35");
+    /// assert_eq!(half.round(2, Rounding::HalfEven).unwrap().to_string(), "2.34");
+    /// ```
+    pub fn round(self, scale: u32, mode: Rounding) -> Result<Decimal, CoreError> {
+        let scaled = self
+            .num
+            .checked_mul(pow10(scale)?)
+            .ok_or(CoreError::Overflow)?;
+        let q = scaled / self.den;
+        let r = scaled % self.den;
+        // Compare 2|r| with den to find which side of the half we are on.
+        let twice = r.abs().checked_mul(2).ok_or(CoreError::Overflow)?;
+        let away = match twice.cmp(&self.den) {
+            std::cmp::Ordering::Less => false,
+            std::cmp::Ordering::Greater => true,
+            std::cmp::Ordering::Equal => match mode {
+                Rounding::HalfAwayFromZero => true,
+                Rounding::HalfEven => q % 2 != 0,
+            },
+        };
+        let q = if away && r != 0 {
+            if scaled < 0 { q - 1 } else { q + 1 }
+        } else {
+            q
+        };
+        Decimal::try_from_i128_with_scale(q, scale).map_err(|_| CoreError::Overflow)
+    }
+
+    /// Rounds to the currency's minor unit.
+    pub fn round_to(self, currency: Currency, mode: Rounding) -> Result<Decimal, CoreError> {
+        self.round(currency.minor_units(), mode)
+    }
+}
+
+/// Rounds a decimal (already exact) to the currency's minor unit.
+pub fn round_decimal(d: Decimal, currency: Currency, mode: Rounding) -> Result<Decimal, CoreError> {
+    Exact::from_decimal(d)?.round_to(currency, mode)
+}
+
+/// Formats an amount with exactly the currency's minor units (`12.5` -> `"12.50"`).
+pub fn normalize(d: Decimal, currency: Currency) -> Decimal {
+    let mut d = d;
+    d.rescale(currency.minor_units());
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dec(s: &str) -> Decimal {
+        Decimal::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn currency_codes_round_trip_and_have_two_minor_units() {
+        for c in Currency::all() {
+            assert_eq!(Currency::from_str(c.code()).unwrap(), c);
+            assert_eq!(c.minor_units(), 2);
+        }
+        assert!(Currency::from_str("USD").is_err());
+        assert!(Currency::from_str("jpy").is_err());
+    }
+
+    #[test]
+    fn half_cases_follow_the_mode() {
+        // 0.125 -> 0.13 away from zero, 0.12 to even; -0.125 -> -0.13 / -0.12.
+        let x = Exact::from_decimal(dec("0.125")).unwrap();
+        assert_eq!(x.round(2, Rounding::HalfAwayFromZero).unwrap(), dec("0.13"));
+        assert_eq!(x.round(2, Rounding::HalfEven).unwrap(), dec("0.12"));
+        let y = x.negated();
+        assert_eq!(
+            y.round(2, Rounding::HalfAwayFromZero).unwrap(),
+            dec("-0.13")
+        );
+        assert_eq!(y.round(2, Rounding::HalfEven).unwrap(), dec("-0.12"));
+        // 0.135 to even -> 0.14 (3 is odd).
+        let z = Exact::from_decimal(dec("0.135")).unwrap();
+        assert_eq!(z.round(2, Rounding::HalfEven).unwrap(), dec("0.14"));
+    }
+
+    #[test]
+    fn non_half_values_round_to_nearest() {
+        // 1000 x 17/31 = 548.387... -> 548.39
+        let x = Exact::from_decimal(dec("1000"))
+            .unwrap()
+            .times(Exact::ratio(17, 31).unwrap())
+            .unwrap();
+        assert_eq!(x.round(2, Rounding::HalfEven).unwrap(), dec("548.39"));
+        // -(10 x 17/31) = -5.4838 -> -5.48
+        let y = Exact::from_decimal(dec("-10"))
+            .unwrap()
+            .times(Exact::ratio(17, 31).unwrap())
+            .unwrap();
+        assert_eq!(
+            y.round(2, Rounding::HalfAwayFromZero).unwrap(),
+            dec("-5.48")
+        );
+    }
+
+    #[test]
+    fn sub_cent_unit_prices_are_exact() {
+        // 0.001 per call x 12345 calls = 12.345 exactly -> 12.35 (away) / 12.34 (even)
+        let x = Exact::from_decimal(dec("0.001"))
+            .unwrap()
+            .mul_dec(dec("12345"))
+            .unwrap();
+        assert_eq!(
+            x.round(2, Rounding::HalfAwayFromZero).unwrap(),
+            dec("12.35")
+        );
+        assert_eq!(x.round(2, Rounding::HalfEven).unwrap(), dec("12.34"));
+    }
+
+    #[test]
+    fn addition_is_exact() {
+        // 1/3 + 1/6 = 1/2
+        let a = Exact::ratio(1, 3)
+            .unwrap()
+            .plus(Exact::ratio(1, 6).unwrap())
+            .unwrap();
+        assert_eq!(a, Exact::ratio(1, 2).unwrap());
+        assert!(Exact::ratio(1, 0).is_err());
+    }
+}
