@@ -1,0 +1,8 @@
+//! Integration tests of the billing core, as one test binary: worked examples, property tests of
+//! the invariants, and reference cases transcribed from other billing systems.
+
+mod support;
+
+mod conformance;
+mod examples;
+mod properties;
