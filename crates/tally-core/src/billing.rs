@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::calendar::{Alignment, BillingPeriod, Cycle, Schedule, calendar_start};
 use crate::catalog::Timing;
 use crate::config::{ChargeItem, Configuration, Params, PlanSelection};
-use crate::contract::{BillingContext, Contract, ContractStatus, Phase};
+use crate::contract::{BillingContext, Contract, ContractStatus, PaidSpan, Phase};
 use crate::error::CoreError;
 use crate::invoice::{InvoiceDraft, InvoiceReason, LineBuilder, LineKind, LineSpec, totals};
 use crate::money::{Currency, Exact};
@@ -163,7 +163,13 @@ pub(crate) fn bill_arrears(
                 start: a,
                 end: z,
             })?;
-            if let Some(d) = &phase.config.discount {
+            // Amount discounts come off the in-advance charges only.
+            if let Some(d) = &phase.config.discount
+                && matches!(
+                    d.discount.value,
+                    crate::catalog::DiscountValue::PercentOff(_)
+                )
+            {
                 b.add_discount(exact.times(ratio)?, &d.discount.describe(), a, z)?;
             }
         }
@@ -263,19 +269,76 @@ pub(crate) fn charge_period(
             start,
             end,
         })?;
-        let mut net = amount;
+        let mut net = exact;
         if let Some(d) = &c.config.discount {
             let disc = exact.times(ratio)?;
             b.add_discount(disc, &d.discount.describe(), start, end)?;
-            net -= disc.round_to(c.config.currency, cx.settings.rounding)?;
+            net = exact.plus(disc.negated())?;
         }
-        *c.paid.entry(item.key()).or_default() += net;
+        c.paid.entry(item.key()).or_default().push(PaidSpan {
+            from: start,
+            to: end,
+            amount: ledger_amount(net, amount),
+        });
     }
     Ok(())
 }
 
+/// What invoices charged, net of credits, for item `key` over `[from, to)`: each paid span is
+/// spread evenly over its own time (days or seconds, as proration counts) and counts for the
+/// part that falls in the window.
+fn paid_for(
+    c: &Contract,
+    cx: &BillingContext,
+    key: &str,
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<Decimal, CoreError> {
+    let mut total = Decimal::ZERO;
+    for span in c.paid.get(key).into_iter().flatten() {
+        let a = span.from.max(from);
+        let z = span.to.min(to);
+        if a >= z {
+            continue;
+        }
+        let whole = time_units(span.from, span.to, c.config.cycle, cx)?;
+        let share = if whole == 0 {
+            one()
+        } else {
+            Exact::ratio(time_units(a, z, c.config.cycle, cx)?, whole)?
+        };
+        let part = Exact::from_decimal(span.amount)?.times(share)?;
+        total += ledger_amount(part, span.amount);
+    }
+    let paid = crate::money::round_decimal(total, c.config.currency, cx.settings.rounding)?;
+    Ok(paid.max(Decimal::ZERO))
+}
+
+/// Length of `[a, z)` in the unit proration counts in: whole days in the tenant's time zone, or
+/// seconds at second granularity and for cycles shorter than a day.
+fn time_units(
+    a: Timestamp,
+    z: Timestamp,
+    cycle: Cycle,
+    cx: &BillingContext,
+) -> Result<i128, CoreError> {
+    if cx.granularity() == crate::calendar::Granularity::Day && cycle != Cycle::Hour {
+        let da = a.to_zoned(cx.tz.clone()).date();
+        let dz = z.to_zoned(cx.tz.clone()).date();
+        return Ok(i128::from(da.until(dz)?.get_days()));
+    }
+    Ok(i128::from(z.as_second() - a.as_second()))
+}
+
+/// A high-precision decimal of an exact amount, for the paid ledger (falls back to `rounded`).
+fn ledger_amount(exact: Exact, rounded: Decimal) -> Decimal {
+    exact
+        .round(12, crate::money::Rounding::HalfEven)
+        .unwrap_or(rounded)
+}
+
 /// Credits the in-advance items of the configuration for `[from, period end)`, after discount,
-/// each capped at what was billed for it in this period.
+/// each capped at what invoices charged for it for that time.
 pub(crate) fn credit_unused(
     c: &mut Contract,
     cx: &BillingContext,
@@ -297,12 +360,7 @@ pub(crate) fn credit_unused(
     for item in in_advance(&c.config, false) {
         let exact = item.amount()?.times(f)?.times(keep)?;
         let rounded = exact.round_to(c.config.currency, cx.settings.rounding)?;
-        let paid = c
-            .paid
-            .get(&item.key())
-            .copied()
-            .unwrap_or_default()
-            .max(Decimal::ZERO);
+        let paid = paid_for(c, cx, &item.key(), from, end)?;
         let credit = rounded.min(paid);
         if credit <= Decimal::ZERO {
             continue;
@@ -321,7 +379,11 @@ pub(crate) fn credit_unused(
             start: from,
             end,
         })?;
-        *c.paid.entry(item.key()).or_default() -= credit;
+        c.paid.entry(item.key()).or_default().push(PaidSpan {
+            from,
+            to: end,
+            amount: -credit,
+        });
     }
     Ok(())
 }
@@ -360,7 +422,11 @@ pub(crate) fn charge_between(
             start: from,
             end: to,
         })?;
-        *c.paid.entry(item.key()).or_default() += amount;
+        c.paid.entry(item.key()).or_default().push(PaidSpan {
+            from,
+            to,
+            amount: ledger_amount(exact, amount),
+        });
     }
     Ok(())
 }

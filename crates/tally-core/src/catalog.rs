@@ -157,12 +157,12 @@ pub fn validate_tiers(tiers: &[Tier], param: &str) -> Result<(), CoreError> {
                     format!("the first tier must start at 0 or 1, got {}", t.tier_start),
                 ));
             }
-            Some(pe) if t.tier_start != pe + Decimal::ONE => {
+            Some(pe) if pe.checked_add(Decimal::ONE) != Some(t.tier_start) => {
                 return Err(bad(
                     i,
                     format!(
                         "tiers must be contiguous: expected tier_start {} after a tier ending at {pe}, got {}",
-                        pe + Decimal::ONE,
+                        pe.saturating_add(Decimal::ONE),
                         t.tier_start
                     ),
                 ));
@@ -283,10 +283,11 @@ impl Plan {
             })
     }
 
-    /// The pricing with this id or slug.
+    /// The pricing with this id or slug (for a slug, its latest version).
     pub fn pricing(&self, id_or_slug: &str) -> Option<&Pricing> {
         self.pricings
             .iter()
+            .rev()
             .find(|p| p.id == id_or_slug || p.slug == id_or_slug)
     }
 }

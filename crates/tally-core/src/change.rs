@@ -294,7 +294,9 @@ pub fn plan_change(
             format!("the contract ends at {cancel_at}, before this change would apply"),
         ));
     }
-    let immediate = period.end.is_none_or(|e| t < e);
+    // A date still to come waits in the timeline, even inside the current period; a date that has
+    // passed (inside the current period) applies at once, prorated from that date.
+    let immediate = period.end.is_none_or(|e| t < e) && t <= now;
     let idx = c.period_idx.max(1);
     let new = resolve_change(&c.config, &req.change, cx, t, idx)?;
     let is_downgrade = new.yearly_rate()?.cmp_exact(old_rate)?.is_lt();
@@ -397,6 +399,7 @@ fn apply_now(
     let cx = run.cx;
     let mut b = run.builder(c.config.currency);
     let open = c.period.as_ref().is_some_and(|p| p.end.is_none());
+    let old_end = c.period.as_ref().and_then(|p| p.end);
     let reset = new.cycle != c.config.cycle || open;
     let prorate = proration == Proration::CreateProrations;
     if prorate || reset {
@@ -422,6 +425,9 @@ fn apply_now(
         c.arrears_billed_until = Some(t);
         c.usage_billed_until = Some(t);
         charge_period(c, cx, &mut b)?;
+        if let Some(end) = old_end {
+            follow_period_end(c, end);
+        }
     } else if prorate && let Some(end) = c.period.as_ref().and_then(|p| p.end) {
         charge_between(c, cx, &mut b, t, end)?;
     }
@@ -435,6 +441,22 @@ fn apply_now(
         last.config = c.config.clone();
     }
     Ok(())
+}
+
+/// After the current period's end moved away from `old_end`, moves the changes and the
+/// cancellation that were asked for "at the period end" to the new end.
+fn follow_period_end(c: &mut Contract, old_end: Timestamp) {
+    let Some(new_end) = c.period.as_ref().and_then(|p| p.end) else {
+        return;
+    };
+    for sc in c.scheduled.iter_mut() {
+        if sc.at_period_end && sc.effective_at == old_end {
+            sc.effective_at = new_end;
+        }
+    }
+    if c.cancel_at_period_end && c.cancel_at == Some(old_end) {
+        c.cancel_at = Some(new_end);
+    }
 }
 
 /// Moves the billing date: the current period now ends at `date` and later periods anchor there;
@@ -503,6 +525,21 @@ fn change_billing_date(
             format!("the contract ends at {cancel_at}, before the new billing date"),
         ));
     }
+    // The new date lies within one cycle after the current period's end: a billing date moves
+    // the next renewal, it does not skip periods.
+    let limit = Schedule {
+        anchor: old_end,
+        cycle: c.config.cycle,
+    }
+    .boundary(1, &cx.tz)?;
+    if date > limit {
+        return Err(CoreError::date(
+            param,
+            format!(
+                "the new billing date must be at most one cycle after the current period's end ({limit})"
+            ),
+        ));
+    }
     let mut b = run.builder(out.config.currency);
     if date < old_end {
         if recalc {
@@ -520,14 +557,7 @@ fn change_billing_date(
         }
     }
     out.schedule = Some(schedule);
-    for sc in out.scheduled.iter_mut() {
-        if sc.at_period_end && sc.effective_at == old_end {
-            sc.effective_at = date;
-        }
-    }
-    if out.cancel_at_period_end && out.cancel_at == Some(old_end) {
-        out.cancel_at = Some(date);
-    }
+    follow_period_end(&mut out, old_end);
     let key = format!("change:{}:{change_id}", c.id);
     if req.invoice_now {
         let currency = out.config.currency;

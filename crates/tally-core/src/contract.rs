@@ -171,6 +171,18 @@ pub struct ScheduledChange {
     pub invoice_now: bool,
 }
 
+/// An amount an invoice charged (positive) or credited (negative) for a span of the current
+/// period, for one charge item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaidSpan {
+    /// Start of the time paid for.
+    pub from: Timestamp,
+    /// End of the time paid for.
+    pub to: Timestamp,
+    /// The amount, as rounded on the invoice (net of discount).
+    pub amount: Decimal,
+}
+
 /// A contract and all the state its billing needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Contract {
@@ -212,8 +224,9 @@ pub struct Contract {
     pub arrears_billed_until: Option<Timestamp>,
     /// Usage is billed up to here.
     pub usage_billed_until: Option<Timestamp>,
-    /// Per charge item: net amount billed for the current period (credits are capped by it).
-    pub paid: BTreeMap<String, Decimal>,
+    /// Per charge item: what invoices charged (and credited) for spans of the current period;
+    /// a credit for `[t, e)` is capped by what these charged for that time.
+    pub paid: BTreeMap<String, Vec<PaidSpan>>,
     /// Lines waiting for the next regular invoice (changes made without interim billing).
     pub carried: Vec<InvoiceLine>,
 }

@@ -1,11 +1,8 @@
 //! The core's one error type: every refusal names the offending field (`param`) and carries a
 //! stable snake_case `code` that the API layer maps to an HTTP status.
 
-use serde::Serialize;
-
 /// Why the core refused an input or an operation.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
-#[serde(tag = "code", rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CoreError {
     /// A value has the wrong shape or is out of range.
     #[error("{param}: expected {expected}, got `{got}`")]

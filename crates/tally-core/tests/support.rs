@@ -22,6 +22,9 @@ pub fn d(s: &str) -> Decimal {
     Decimal::from_str(s).unwrap()
 }
 
+/// Price sets as (currency, cycle, feature prices).
+pub type PriceSets<'a> = Vec<(Currency, Cycle, Vec<(&'a str, FeaturePrice)>)>;
+
 /// A catalog under construction.
 #[derive(Default)]
 pub struct Cat {
@@ -47,7 +50,7 @@ impl Cat {
     }
 
     /// Adds a plan with one pricing published at 2000-01-01 and the given price sets.
-    pub fn plan(self, slug: &str, sets: Vec<(Currency, Cycle, Vec<(&str, FeaturePrice)>)>) -> Self {
+    pub fn plan(self, slug: &str, sets: PriceSets) -> Self {
         self.plan_version(slug, &format!("{slug}-v1"), "2000-01-01", sets)
     }
 
@@ -57,7 +60,7 @@ impl Cat {
         slug: &str,
         pricing: &str,
         published: &str,
-        sets: Vec<(Currency, Cycle, Vec<(&str, FeaturePrice)>)>,
+        sets: PriceSets,
     ) -> Self {
         let prices = sets
             .into_iter()
