@@ -300,7 +300,10 @@ pub fn plan_change(
     let idx = c.period_idx.max(1);
     let new = resolve_change(&c.config, &req.change, cx, t, idx)?;
     let is_downgrade = new.yearly_rate()?.cmp_exact(old_rate)?.is_lt();
-    let trial = c.in_trial();
+    // Inside the trial nothing is billed, so the mid-cycle rules do not apply there; a change
+    // dated after the trial is checked like any other.
+    let trial =
+        c.in_trial() && (immediate || c.period.as_ref().and_then(|p| p.end).is_some_and(|e| t < e));
     let boundary = !immediate && is_boundary(c, t, cx)?;
     if new.currency != c.config.currency && !trial && !boundary {
         return Err(CoreError::CurrencyChangeNotAtBoundary {
@@ -601,6 +604,13 @@ pub(crate) fn apply_scheduled(
     if c.in_trial() && !at_boundary {
         change_in_trial(c, new, t, cx)?;
         return Ok(None);
+    }
+    if new.currency != c.config.currency && !at_boundary {
+        // The period boundary it was scheduled for has moved (a cycle change, a new billing
+        // date): a currency cannot change mid-period, so the change cannot apply.
+        return Ok(Some(format!(
+            "the currency change scheduled for {t} no longer falls on a period boundary"
+        )));
     }
     if at_boundary {
         if new.currency != c.config.currency && c.period_idx > 0 {

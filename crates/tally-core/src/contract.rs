@@ -179,7 +179,7 @@ pub struct PaidSpan {
     pub from: Timestamp,
     /// End of the time paid for.
     pub to: Timestamp,
-    /// The amount, as rounded on the invoice (net of discount).
+    /// The amount (net of discount): charges to 12 decimals, credits as credited.
     pub amount: Decimal,
 }
 

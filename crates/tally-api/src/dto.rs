@@ -1,0 +1,504 @@
+//! Wire shapes: request bodies exactly as seeds 000 and 004 define them (unknown fields refused),
+//! and the JSON views of contracts, invoices and pages.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tally_app::store::{Customer, Invoice};
+use tally_core::prelude::*;
+
+use crate::error::ApiError;
+
+/// `POST /v1/c/contract` (seed 004).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignupBody {
+    /// Customer id or slug.
+    pub customer: String,
+    /// Plan id or slug.
+    pub plan: String,
+    /// Pricing id or slug.
+    #[serde(default)]
+    pub pricing_id: Option<String>,
+    /// Currency.
+    pub currency: Currency,
+    /// Cycle.
+    pub cycle: Cycle,
+    /// Activation instant; empty or absent = now.
+    #[serde(default)]
+    pub activation: Option<String>,
+    /// Accepted for compatibility; Tally does not collect payments.
+    #[serde(default)]
+    pub automatic_payment: Option<bool>,
+    /// Only `immediate`.
+    #[serde(default)]
+    pub invoice_trigger: Option<Value>,
+    /// Free trial days (> 0).
+    #[serde(default)]
+    pub free_trial_days: Option<u32>,
+    /// Discount id, slug or coupon code.
+    #[serde(default)]
+    pub discount_id: Option<String>,
+    /// Pending: activated by hand.
+    #[serde(default)]
+    pub is_pending: bool,
+    /// Units per feature slug.
+    #[serde(default)]
+    pub unit_count_configuration: BTreeMap<String, Decimal>,
+    /// Overrides per feature slug.
+    #[serde(default)]
+    pub feature_configuration: BTreeMap<String, FeatureOverride>,
+}
+
+/// Parses an optional RFC 3339 instant where an empty string means "absent".
+pub fn optional_instant(v: &Option<String>, param: &str) -> Result<Option<Timestamp>, ApiError> {
+    match v.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(s) => s.parse().map(Some).map_err(|_| {
+            ApiError::unprocessable(
+                "invalid_value",
+                Some(param),
+                format!("expected an RFC 3339 instant, got `{s}`"),
+            )
+        }),
+    }
+}
+
+/// When an upgrade takes effect (seed 000 `UpgradeActivation`).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum UpgradeActivation {
+    /// At the start of the next billing cycle.
+    NextCycle,
+    /// At an instant.
+    Date {
+        /// The instant.
+        upgrade_date: Timestamp,
+    },
+}
+
+impl From<UpgradeActivation> for Activation {
+    fn from(a: UpgradeActivation) -> Self {
+        match a {
+            UpgradeActivation::NextCycle => Activation::NextCycle,
+            UpgradeActivation::Date { upgrade_date } => Activation::Date(upgrade_date),
+        }
+    }
+}
+
+/// `new_plan` strategy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanUpgrade {
+    /// Plan id or slug.
+    pub plan_id: String,
+    /// Cycle.
+    pub cycle: Cycle,
+    /// Currency.
+    pub currency: Currency,
+    /// When.
+    pub activation: UpgradeActivation,
+    /// Units per feature.
+    pub unit_count_configuration: BTreeMap<String, Decimal>,
+    /// Overrides per feature.
+    pub unit_configuration: BTreeMap<String, FeatureOverride>,
+    /// Pricing id or slug.
+    #[serde(default)]
+    pub pricing_id: Option<String>,
+    /// Discount.
+    #[serde(default)]
+    pub discount_id: Option<String>,
+}
+
+/// `change_unit_count` strategy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnitCountUpgrade {
+    /// When.
+    pub activation: UpgradeActivation,
+    /// Units per feature.
+    pub unit_count_configuration: BTreeMap<String, Decimal>,
+    /// Discount.
+    #[serde(default)]
+    pub discount_id: Option<String>,
+}
+
+/// `change_billing_date` strategy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BillingDateConfiguration {
+    /// The new billing date.
+    pub date: Timestamp,
+    /// Charge or credit the difference.
+    pub recalculate_charges: bool,
+    /// Discount.
+    #[serde(default)]
+    pub discount_id: Option<String>,
+}
+
+/// Seed 000's `UpgradeConfiguration`, discriminated by `upgrade_strategy`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "upgrade_strategy", rename_all = "snake_case")]
+pub enum UpgradeConfiguration {
+    /// Switch plan.
+    NewPlan(PlanUpgrade),
+    /// Change unit counts.
+    ChangeUnitCount(UnitCountUpgrade),
+    /// Move the billing date.
+    ChangeBillingDate(BillingDateConfiguration),
+}
+
+/// How a change is prorated (Tally's extension of the upgrade body).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProrationBehavior {
+    /// Credit and charge the rest of the period (default).
+    CreateProrations,
+    /// Nothing now; the new configuration is billed from the next period.
+    None,
+}
+
+/// `POST /v1/c/contract/{id}/upgrade` and `/upgrade_estimate` (seed 000).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeBody {
+    /// Allow a mid-cycle downgrade.
+    #[serde(default)]
+    pub downgrade_allowed: bool,
+    /// The change.
+    pub upgrade_configuration: UpgradeConfiguration,
+    /// Proration (extension; default `create_prorations`).
+    #[serde(default)]
+    pub proration_behavior: Option<ProrationBehavior>,
+    /// Invoice now (default) or carry the lines to the next regular invoice (extension).
+    #[serde(default)]
+    pub invoice_immediately: Option<bool>,
+}
+
+impl UpgradeBody {
+    /// The core change request.
+    pub fn to_request(self) -> ChangeRequest {
+        let (change, activation) = match self.upgrade_configuration {
+            UpgradeConfiguration::NewPlan(p) => (
+                ChangeKind::NewPlan {
+                    plan: p.plan_id,
+                    pricing: p.pricing_id,
+                    currency: Some(p.currency),
+                    cycle: Some(p.cycle),
+                    unit_counts: p.unit_count_configuration,
+                    overrides: p.unit_configuration,
+                    discount: p.discount_id,
+                },
+                p.activation.into(),
+            ),
+            UpgradeConfiguration::ChangeUnitCount(u) => (
+                ChangeKind::ChangeUnitCount {
+                    unit_counts: u.unit_count_configuration,
+                    purchased: BTreeMap::new(),
+                    discount: u.discount_id,
+                },
+                u.activation.into(),
+            ),
+            UpgradeConfiguration::ChangeBillingDate(b) => (
+                ChangeKind::ChangeBillingDate {
+                    date: b.date,
+                    recalculate_charges: b.recalculate_charges,
+                    discount: b.discount_id,
+                },
+                Activation::Now,
+            ),
+        };
+        ChangeRequest {
+            change,
+            activation,
+            downgrade_allowed: self.downgrade_allowed,
+            proration: match self.proration_behavior {
+                Some(ProrationBehavior::None) => Proration::None,
+                _ => Proration::CreateProrations,
+            },
+            invoice_now: self.invoice_immediately.unwrap_or(true),
+        }
+    }
+}
+
+/// `POST /v1/c/customer`: create, or update when `id` is set.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerBody {
+    /// Set to update.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Emails object.
+    #[serde(default)]
+    pub emails: Option<Value>,
+    /// Your reference.
+    #[serde(default)]
+    pub customer_reference: Option<String>,
+    /// Address object.
+    #[serde(default)]
+    pub address: Option<Value>,
+    /// Metadata.
+    #[serde(default)]
+    pub metadata: Option<BTreeMap<String, String>>,
+    /// Notes.
+    #[serde(default)]
+    pub notes: Option<String>,
+    /// Tax details; `{"tax_rate": "19"}` sets the customer's VAT rate.
+    #[serde(default)]
+    pub tax_details: Option<TaxDetails>,
+}
+
+/// Tax details of a customer.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaxDetails {
+    /// Tax rate in percent.
+    #[serde(default)]
+    pub tax_rate: Option<Decimal>,
+}
+
+/// One usage event (`POST /v1/c/usage`, and each entry of the bulk array).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageBody {
+    /// Customer id or slug.
+    pub customer_id: String,
+    /// Feature slug.
+    pub feature_slug: String,
+    /// Units since the last report (or the total, with `is_absolute`).
+    pub units: Decimal,
+    /// When; now when absent.
+    #[serde(default)]
+    pub timestamp: Option<Timestamp>,
+    /// Resets the period's count.
+    #[serde(default)]
+    pub is_absolute: Option<bool>,
+    /// Metadata (kept for compatibility).
+    #[serde(default)]
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+/// `POST /v1/c/contract/{id}/cancel`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelBody {
+    /// `now`, `at_period_end` or `date`.
+    pub mode: CancelModeBody,
+    /// For `date`.
+    #[serde(default)]
+    pub date: Option<Timestamp>,
+}
+
+/// Cancellation modes on the wire.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelModeBody {
+    /// Now.
+    Now,
+    /// At the period end.
+    AtPeriodEnd,
+    /// At `date`.
+    Date,
+}
+
+/// `POST /v1/c/test_clock/advance`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdvanceBody {
+    /// The instant to move to.
+    pub to: Timestamp,
+}
+
+fn period_json(p: Option<&BillingPeriod>) -> Value {
+    match p {
+        Some(p) => json!({ "start": p.start, "end": p.end }),
+        None => Value::Null,
+    }
+}
+
+fn config_json(c: &Configuration) -> Value {
+    json!({
+        "plan_id": c.plan_id,
+        "plan": c.plan_slug,
+        "pricing_id": c.pricing_id,
+        "currency": c.currency,
+        "cycle": c.cycle,
+        "features": c.features.values().map(|f| json!({
+            "slug": f.slug,
+            "kind": f.kind,
+            "timing": f.timing,
+            "price": f.price,
+            "flat_fee": f.flat_fee,
+            "tiers": f.tiers,
+            "tier_mode": f.tier_mode,
+            "optional": f.optional,
+            "purchased": f.purchased,
+            "unit_count": f.quantity,
+        })).collect::<Vec<_>>(),
+        "discount": c.discount.as_ref().map(|d| json!({
+            "id": d.discount.id, "slug": d.discount.slug, "value": d.discount.value,
+            "duration": d.discount.duration, "first_period": d.first_period,
+        })),
+    })
+}
+
+fn period_amount(c: &Configuration) -> Decimal {
+    c.recurring_items()
+        .iter()
+        .map(|i| i.quantity * i.unit_amount)
+        .sum::<Decimal>()
+        .round_dp(c.currency.minor_units())
+}
+
+/// `GET /v1/c/contract/{id}`: Wingback's shape with Tally's phases and timeline.
+pub fn contract_json(c: &Contract, catalog: &Catalog) -> Value {
+    let plan = catalog.plan(&c.config.plan_id);
+    json!({
+        "billing_information": {
+            "current_period": period_json(c.period.as_ref()),
+            "current_period_idx": c.period_idx,
+        },
+        "contract_summary": {
+            "id": c.id,
+            "customer_id": c.customer_id,
+            "plan": plan.map(|p| p.name.clone()),
+            "plan_id": c.config.plan_id,
+            "pricing_id": c.config.pricing_id,
+            "status": c.status,
+            "cycle": c.config.cycle,
+            "currency": c.config.currency,
+            "amount": period_amount(&c.config),
+            "created": c.created_at,
+            "activation": c.activation,
+            "expiration": c.ended_at.or(c.cancel_at),
+            "free_trial_end": c.trial_end,
+            "next_cycle_start": c.period.as_ref().and_then(|p| p.end),
+            "in_trial": c.in_trial(),
+        },
+        "plan": {
+            "id": c.config.plan_id,
+            "slug": c.config.plan_slug,
+            "name": plan.map(|p| p.name.clone()),
+            "features": config_json(&c.config)["features"].clone(),
+        },
+        "discount": config_json(&c.config)["discount"].clone(),
+        "phases": c.phases.iter().map(|p| json!({
+            "start": p.start, "end": p.end, "configuration": config_json(&p.config),
+        })).collect::<Vec<_>>(),
+        "scheduled_changes": c.timeline().iter().map(|s| scheduled_json(s)).collect::<Vec<_>>(),
+        "cancel_at": c.cancel_at,
+        "canceled_at": c.ended_at,
+    })
+}
+
+/// A scheduled change on the wire.
+pub fn scheduled_json(s: &ScheduledChange) -> Value {
+    json!({
+        "id": s.id,
+        "effective_at": s.effective_at,
+        "at_period_end": s.at_period_end,
+        "created_at": s.created_at,
+        "change": s.change,
+        "proration": s.proration,
+        "invoice_now": s.invoice_now,
+    })
+}
+
+/// An invoice on the wire.
+pub fn invoice_json(i: &Invoice) -> Value {
+    serde_json::to_value(i).unwrap_or(Value::Null)
+}
+
+/// An invoice the core computed but that is not stored (previews).
+pub fn draft_json(d: &InvoiceDraft) -> Value {
+    serde_json::to_value(d).unwrap_or(Value::Null)
+}
+
+/// A customer on the wire (Wingback's fields).
+pub fn customer_json(c: &Customer, contracts: Vec<Value>) -> Value {
+    json!({
+        "id": c.id,
+        "slug": c.slug,
+        "created": c.created_at,
+        "status": "active",
+        "name": c.name,
+        "emails": c.emails,
+        "customer_reference": c.customer_reference,
+        "address": c.address,
+        "metadata": c.metadata,
+        "notes": c.notes,
+        "tax_details": { "tax_rate": c.tax_rate },
+        "contracts": contracts,
+    })
+}
+
+/// Wingback list paging: `limit`, an opaque `offset` cursor, `direction`.
+#[derive(Debug, Deserialize, Default)]
+pub struct PageQuery {
+    /// Rows per page (default 20, at most 100).
+    #[serde(default)]
+    pub limit: Option<u64>,
+    /// Cursor from a previous page's `forward`/`backward`/`first`/`last`.
+    #[serde(default)]
+    pub offset: Option<String>,
+    /// `forward` (default) or `backward`.
+    #[serde(default)]
+    pub direction: Option<String>,
+}
+
+impl PageQuery {
+    /// The page to read.
+    pub fn page(&self) -> Result<tally_app::store::Page, ApiError> {
+        let limit = self.limit.unwrap_or(20).min(100);
+        let start = match self.offset.as_deref() {
+            None | Some("") => 0,
+            Some(c) => c
+                .strip_prefix("o")
+                .and_then(|n| n.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::unprocessable(
+                        "invalid_cursor",
+                        Some("offset"),
+                        "not a cursor this API returned",
+                    )
+                })?,
+        };
+        let offset = match self.direction.as_deref() {
+            None | Some("forward") => start,
+            Some("backward") => start.saturating_sub(limit),
+            Some(other) => {
+                return Err(ApiError::unprocessable(
+                    "invalid_value",
+                    Some("direction"),
+                    format!("expected forward or backward, got `{other}`"),
+                ));
+            }
+        };
+        Ok(tally_app::store::Page { offset, limit })
+    }
+}
+
+/// The page envelope: `{hits, current_page, total, total_pages, first, last, forward, backward}`.
+pub fn page_json(hits: Vec<Value>, page: &tally_app::store::Page, total: u64) -> Value {
+    let limit = page.limit.max(1);
+    let total_pages = total.div_ceil(limit);
+    let cursor = |o: u64| format!("o{o}");
+    let forward = (page.offset + page.limit < total).then(|| cursor(page.offset + page.limit));
+    let backward = (page.offset > 0).then(|| cursor(page.offset.saturating_sub(page.limit)));
+    json!({
+        "hits": hits,
+        "current_page": page.offset / limit + 1,
+        "total": total,
+        "total_pages": total_pages,
+        "first": cursor(0),
+        "last": cursor(total_pages.saturating_sub(1) * limit),
+        "forward": forward,
+        "backward": backward,
+    })
+}

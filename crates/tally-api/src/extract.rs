@@ -1,0 +1,231 @@
+//! Request plumbing: the authenticated tenant (`wb-key` or bearer key), JSON bodies whose errors
+//! name the offending field, and `Idempotency-Key` replay.
+
+use axum::body::{Body as AxumBody, Bytes, to_bytes};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use tally_app::store::{IdempotentResponse, Tenant};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Largest request body accepted (bulk usage included).
+pub const MAX_BODY: usize = 8 * 1024 * 1024;
+
+/// The tenant whose key made the request.
+#[derive(Debug, Clone)]
+pub struct Auth(pub Tenant);
+
+/// The request id (`x-request-id`, or a new one).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+fn key_from(parts: &Parts) -> Option<String> {
+    if let Some(v) = parts.headers.get("wb-key").and_then(|v| v.to_str().ok()) {
+        return Some(v.trim().to_string());
+    }
+    parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|v| v.trim().to_string())
+}
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if let Some(t) = parts.extensions.get::<Auth>() {
+            return Ok(t.clone());
+        }
+        authenticate(parts, state).await
+    }
+}
+
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<Auth, ApiError> {
+    let key = key_from(parts).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing_api_key",
+            Some("wb-key"),
+            "send the API key in the `wb-key` header",
+        )
+    })?;
+    match state.tally.authenticate(&key).await? {
+        Some(t) => Ok(Auth(t)),
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_api_key",
+            Some("wb-key"),
+            "the API key is not valid",
+        )),
+    }
+}
+
+impl FromRequestParts<AppState> for RequestId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<RequestId>()
+            .cloned()
+            .unwrap_or_else(|| RequestId(format!("req_{}", uuid::Uuid::now_v7()))))
+    }
+}
+
+/// A JSON body; a syntax error, a wrong type, a missing or unknown field is a 400/422 naming the
+/// field.
+pub struct Body<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _: &AppState) -> Result<Self, Self::Rejection> {
+        let bytes = to_bytes(req.into_body(), MAX_BODY).await.map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                None,
+                "the body is too large",
+            )
+        })?;
+        parse_json(&bytes).map(Body)
+    }
+}
+
+/// Parses JSON with the path of the offending field in the error: a body that is not JSON at all
+/// is a 400 `malformed_json`; JSON of the wrong shape is a 422 `invalid_body` naming the field.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::bad_request(
+            "malformed_json",
+            None,
+            format!("the body is not valid JSON: {e}"),
+        )
+    })?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let param = if path == "." || path.is_empty() {
+            None
+        } else {
+            Some(path.as_str())
+        };
+        ApiError::unprocessable("invalid_body", param, e.inner().to_string())
+    })
+}
+
+/// Assigns a request id and, for POSTs with an `Idempotency-Key`, replays the first response of
+/// the same key and body (24 h), or refuses the key with another body (422).
+pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let rid = parts
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("req_{}", uuid::Uuid::now_v7()));
+    parts.extensions.insert(RequestId(rid.clone()));
+    let key = parts
+        .headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let response = match (parts.method == Method::POST, key) {
+        (true, Some(key)) => match replay_or_run(&state, parts, body, key, next).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        },
+        (_, _) => next.run(Request::from_parts(parts, body)).await,
+    };
+    let mut response = response;
+    if let Ok(v) = HeaderValue::from_str(&rid) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    state.metrics.count(response.status());
+    response
+}
+
+async fn replay_or_run(
+    state: &AppState,
+    mut parts: Parts,
+    body: AxumBody,
+    key: String,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let auth = authenticate(&parts, state).await?;
+    let bytes: Bytes = to_bytes(body, MAX_BODY).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            None,
+            "the body is too large",
+        )
+    })?;
+    let mut h = Sha256::new();
+    h.update(parts.method.as_str().as_bytes());
+    h.update(parts.uri.path().as_bytes());
+    h.update(&bytes);
+    let hash: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let tenant_id = auth.0.id.clone();
+    let now = state.tally.clock.now();
+    if let Some(prev) = state
+        .tally
+        .store
+        .idempotent(&tenant_id, &key)
+        .await
+        .map_err(tally_app::AppError::from)?
+    {
+        let fresh = now.duration_since(prev.created_at).as_secs() < 24 * 3600;
+        if fresh {
+            if prev.request_hash != hash {
+                return Err(ApiError::unprocessable(
+                    "idempotency_key_reused",
+                    Some("Idempotency-Key"),
+                    "this Idempotency-Key was used with another request",
+                ));
+            }
+            let status = StatusCode::from_u16(prev.status).unwrap_or(StatusCode::OK);
+            let mut r = (status, prev.body).into_response();
+            r.headers_mut().insert(
+                axum::http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r.headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            return Ok(r);
+        }
+    }
+    parts.extensions.insert(auth);
+    let response = next
+        .run(Request::from_parts(parts, AxumBody::from(bytes)))
+        .await;
+    let status = response.status();
+    if status.is_server_error() {
+        return Ok(response);
+    }
+    let (rparts, rbody) = response.into_parts();
+    let out = to_bytes(rbody, MAX_BODY * 4).await.unwrap_or_default();
+    let saved = IdempotentResponse {
+        request_hash: hash,
+        status: status.as_u16(),
+        body: String::from_utf8_lossy(&out).into_owned(),
+        created_at: now,
+    };
+    state
+        .tally
+        .store
+        .save_idempotent(&tenant_id, &key, &saved)
+        .await
+        .map_err(tally_app::AppError::from)?;
+    Ok(Response::from_parts(rparts, AxumBody::from(out)))
+}

@@ -1,0 +1,769 @@
+//! The native API handlers (`/v1/c/...`): customers, contracts and their changes, usage,
+//! invoices, catalog and the test clock. Each handler parses, calls one use case, and renders.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tally_app::Actor;
+use tally_app::catalog_file::CatalogFile;
+use tally_app::ids::new_id;
+use tally_app::store::{Customer, InvoiceFilter, InvoiceStatus};
+use tally_core::prelude::*;
+
+use crate::AppState;
+use crate::dto::*;
+use crate::error::ApiError;
+use crate::extract::{Auth, Body, RequestId};
+
+type ApiResult<T = Response> = Result<T, ApiError>;
+
+fn actor(rid: &RequestId) -> Actor {
+    Actor {
+        name: "api".into(),
+        request_id: Some(rid.0.clone()),
+    }
+}
+
+fn ok(v: Value) -> Response {
+    (StatusCode::OK, Json(v)).into_response()
+}
+
+/// `POST /v1/c/customer`: create, or update when `id` is set; answers the id.
+pub async fn save_customer(
+    State(s): State<AppState>,
+    Auth(t): Auth,
+    Body(b): Body<CustomerBody>,
+) -> ApiResult {
+    let now = s.tally.now(&t);
+    let mut c = match &b.id {
+        Some(id) => s.tally.customer(&t, id, "id").await?,
+        None => Customer {
+            id: new_id("Cust"),
+            slug: None,
+            name: None,
+            emails: json!({}),
+            customer_reference: None,
+            address: None,
+            metadata: Default::default(),
+            notes: None,
+            tax_rate: None,
+            created_at: now,
+        },
+    };
+    if let Some(v) = b.name {
+        c.name = Some(v);
+    }
+    if let Some(v) = b.emails {
+        c.emails = v;
+    }
+    if let Some(v) = b.customer_reference {
+        c.customer_reference = Some(v);
+    }
+    if let Some(v) = b.address {
+        c.address = Some(v);
+    }
+    if let Some(v) = b.metadata {
+        c.metadata = v.into_iter().filter(|(k, _)| !k.starts_with('_')).collect();
+    }
+    if let Some(v) = b.notes {
+        c.notes = Some(v);
+    }
+    if let Some(td) = b.tax_details {
+        if let Some(r) = td.tax_rate
+            && (r < Decimal::ZERO || r > Decimal::ONE_HUNDRED)
+        {
+            return Err(ApiError::unprocessable(
+                "invalid_value",
+                Some("tax_details.tax_rate"),
+                "a percentage from 0 to 100",
+            ));
+        }
+        c.tax_rate = td.tax_rate;
+    }
+    s.tally
+        .store
+        .save_customer(&t.id, &c)
+        .await
+        .map_err(tally_app::AppError::from)?;
+    Ok(ok(json!(c.id)))
+}
+
+/// `GET /v1/c/customer/{id}` with its contracts.
+pub async fn get_customer(
+    State(s): State<AppState>,
+    Auth(t): Auth,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let c = s.tally.customer(&t, &id, "customer_id").await?;
+    let (contracts, _) = s
+        .tally
+        .store
+        .contracts(
+            &t.id,
+            Some(&c.id),
+            &tally_app::store::Page {
+                offset: 0,
+                limit: 1000,
+            },
+        )
+        .await
+        .map_err(tally_app::AppError::from)?;
+    let catalog = s
+        .tally
+        .store
+        .catalog(&t.id)
+        .await
+        .map_err(tally_app::AppError::from)?;
+    let views = contracts
+        .iter()
+        .map(|sc| contract_json(&sc.contract, &catalog)["contract_summary"].clone())
+        .collect();
+    Ok(ok(customer_json(&c, views)))
+}
+
+/// `GET /v1/c/customer/{id}/balance`: one entry per currency.
+pub async fn get_balance(
+    State(s): State<AppState>,
+    Auth(t): Auth,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let c = s.tally.customer(&t, &id, "customer_id").await?;
+    let balances = s
+        .tally
+        .store
+        .balances(&t.id, &c.id)
+        .await
+        .map_err(tally_app::AppError::from)?;
+    let (invoices, _) = s
+        .tally
+        .store
+        .invoices(
+            &t.id,
+            &InvoiceFilter {
+                customer_id: Some(c.id.clone()),
+                ..Default::default()
+            },
+            &tally_app::store::Page {
+                offset: 0,
+                limit: u64::MAX,
+            },
+        )
+        .await
+        .map_err(tally_app::AppError::from)?;
+    let mut currencies: std::collections::BTreeSet<Currency> = balances.keys().copied().collect();
+    currencies.extend(invoices.iter().map(|i| i.draft.currency));
+    let out: Vec<Value> = currencies
+        .into_iter()
+        .map(|cur| {
+            let due: Decimal = invoices
+                .iter()
+                .filter(|i| i.draft.currency == cur && i.status == InvoiceStatus::Open)
+                .map(|i| i.draft.amount_due)
+                .sum();
+            json!({
+                "wb_customer_id": t.id,
+                "customer_id": c.id,
+                "currency": cur,
+                "credit_balance": tally_core::money::normalize(balances.get(&cur).copied().unwrap_or_default(), cur),
+                "total_invoices_ready_for_payment": tally_core::money::normalize(due, cur),
+            })
+        })
+        .collect();
+    Ok(ok(Value::Array(out)))
+}
+
+/// `POST /v1/c/contract` (seed 004): answers the new contract's id.
+pub async fn create_contract(
+    State(s): State<AppState>,
+    Auth(t): Auth,
+    rid: RequestId,
+    Body(b): Body<SignupBody>,
+) -> ApiResult {
+    if let Some(trigger) = &b.invoice_trigger
+        && trigger != &json!("immediate")
+    {
+        return Err(ApiError::unprocessable(
+            "unsupported_invoice_trigger",
+            Some("invoice_trigger"),
+            "Tally invoices each billing step as it happens: only `immediate` is accepted",
+        ));
+    }
+    let activation = optional_instant(&b.activation, "activation")?;
+    let req = SignupRequest {
+        contract_id: String::new(),
+        customer_id: b.customer,
+        selection: PlanSelection {
+            plan: b.plan,
+            pricing: b.pricing_id,
+            currency: Some(b.currency),
+            cycle: Some(b.cycle),
+            unit_counts: b.unit_count_configuration,
+            overrides: b.feature_configuration,
+            discount: b.discount_id,
+        },
+        activation,
+        is_pending: b.is_pending,
+        free_trial_days: b.free_trial_days,
+    };
+    let (c, _) = s.tally.subscribe(&t, req, &actor(&rid)).await?;
+    Ok(ok(json!(c.id)))
+}
+
+/// Query of `GET /v1/c/contract`.
+#[derive(Debug, Deserialize)]
+pub struct ContractListQuery {
+    /// Only this customer's.
+    #[serde(default)]
+    pub customer: Option<String>,
+    /// Paging.
+    #[serde(flatten)]
+    pub page: PageQuery,
+}
+
+/// `GET /v1/c/contract`: contracts, paged.
+pub async fn list_contracts(
+    State(s): State<AppState>,
+    Auth(t): Auth,
+    Query(q): Query<ContractListQuery>,
+) -> ApiResult {
+    let page = q.page.page()?;
+    let customer = match &q.customer {
+        Some(c) => Some(s.tally.customer(&t, c, "customer").await?.id),
+        None => None,
+    };
+    let (rows, total) = s
+        .tally
+        .store
+        .contracts(&t.id, customer.as_deref(), &page)
+        .await
+        .map_err(tally_app::AppError::from)?;
+    let catalog = s
+        .tally
+        .store
+        .catalog(&t.id)
+        .await
+        .map_err(tally_app::AppError::from)?;
+    let hits = rows
+        .iter()
+        .map(|r| contract_json(&r.contract, &catalog))
+        .collect();
+    Ok(ok(page_json(hits, &page, total)))
+}
+
+/// `GET /v1/c/contract/{id}`.
+pub async fn get_contract(
+    State(s): State<AppState>,
+    Auth(t): Auth,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let c = s.tally.contract(&t, &id).await?;
+    let catalog = s
+        .tally
+        .store
+        .catalog(&t.id)
+        .await
+        .map_err(tally_app::AppError::from)?;
+    Ok(ok(contract_json(&c.contract, &catalog)))
+}
+
+/// `POST /v1/c/contract/{id}/upgrade` (seed 000): answers the id of the contract in force.
+pub async fn upgrade(
+    State(s): State<AppState>,
+    Auth(t): Auth,
+    rid: RequestId,
+    Path(id): Path<String>,
+    Body(b): Body<UpgradeBody>,
+) -> ApiResult {
+    let req = b.to_request();
+    let r = s.tally.change(&t, &id, &req, false, &actor(&rid)).await?;
+    Ok(ok(json!(r.outcome.contract.id)))
+}
+
+fn sum_kind(inv: Option<&InvoiceDraft>, kind: LineKind) -> Decimal {
+    inv.map(|i| {
+        i.lines
+            .iter()
+            .filter(|l| l.kind == kind)
+            .map(|l| l.amount)
+            .sum()
+    })
+    .unwrap_or_default()
+}
+
+fn wingback_invoice(d: &InvoiceDraft) -> Value {
+    json!({
+        "invoice": {
+            "customer_id": d.customer_id,
+            "currency": d.currency,
+            "date": d.issued_at,
+            "status": "pending_validation",
+            "total": d.gross,
+        },
+        "invoice_items": d.lines.iter().map(|l| json!({
+            "name": l.feature_slug,
+            "description": l.description,
+            "currency": d.currency,
+            "unit_count": l.quantity,
+            "unit_price": l.unit_amount,
+            "subtotal": l.amount,
+            "total_excluding_tax": l.amount,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// `POST /v1/c/contract/{id}/upgrade_estimate`: the same body; changes nothing; the invoice it
+/// shows is exactly what the upgrade would issue at the same instant.
+pub async fn upgrade_estimate(
+    State(s): State<AppState>,
+    Auth(t): Auth,
+    rid: RequestId,
+    Path(id): Path<String>,
+    Body(b): Body<UpgradeBody>,
+) -> ApiResult {
+    let req = b.to_request();
+    let r = s.tally.change(&t, &id, &req, true, &actor(&rid)).await?;
+    let o = &r.outcome;
+    let catalog = s
+        .tally
+        .store
+        .catalog(&t.id)
+        .await
+        .map_err(tally_app::AppError::from)?;
+    let period = if o.scheduled {
+        let schedule = o.contract.schedule;
+        schedule
+            .and_then(|sch| {
+                let tz = tally_core::calendar::time_zone(&t.settings.time_zone).ok()?;
+                sch.period_containing(o.effective_at, &tz).ok()
+            })
+            .map(|p| json!({ "start": o.effective_at, "end": p.end }))
+            .unwrap_or(Value::Null)
+    } else {
+        json!({ "start": o.effective_at, "end": o.contract.period.as_ref().and_then(|p| p.end) })
+    };
+    let inv = o.invoice.as_ref();
+    Ok(ok(json!({
+        "is_downgrade": o.is_downgrade,
+        "new_contract_period": period,
+        "price_on_new_contract": inv.map(wingback_invoice).into_iter().collect::<Vec<_>>(),
+        "remains_to_pay_current_contract": Vec::<Value>::new(),
+        "pro_rate_new_contract": sum_kind(inv, LineKind::ProrationCharge),
+        "pro_rate_old_contract": sum_kind(inv, LineKind::ProrationCredit),
+        "invoice": inv.map(draft_json),
+        "effective_at": o.effective_at,
+        "scheduled": o.scheduled,
+        "contract": contract_json(&o.contract, &catalog),
+    })))
+}
+
+/// `POST /v1/c/contract/{id}/activate`: starts a pending contract now.
+pub async fn activate_contract(
+    State(s): State<AppState>,
+    Auth(t): Auth,
+    rid: RequestId,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let (c, invoices) = s.tally.activate(&t, &id, &actor(&rid)).await?;
+    let catalog = s
+        .tally
+        .store
+        .catalog(&t.id)
+        .await
+        .map_err(tally_app::AppError::from)?;
+    Ok(ok(json!({
+        "contract": contract_json(&c, &catalog),
+        "invoices": invoices.iter().map(invoice_json).collect::<Vec<_>>(),
+    })))
+}
+
+/// `POST /v1/c/contract/{id}/cancel`: now, at period end, or at a date.
+pub async fn cancel_contract(
+    State(s): State<AppState>,
+    Auth(t): Auth,
+    rid: RequestId,
+    Path(id): Path<String>,
+    Body(b): Body<CancelBody>,
+) -> ApiResult {
+    let mode = match (b.mode, b.date) {
+        (CancelModeBody::Now, None) => CancelMode::Now,
+        (CancelModeBody::AtPeriodEnd, None) => CancelMode::AtPeriodEnd,
+        (CancelModeBody::Date, Some(d)) => CancelMode::At(d),
+        (CancelModeBody::Date, None) => {
+            return Err(ApiError::unprocessable(
+                "missing_field",
+                Some("date"),
+                "mode `date` needs a date",
+            ));
+        }
+        (_, Some(_)) => {
+            return Err(ApiError::unprocessable(
+                "invalid_value",
+                Some("date"),
+                "a date is only for mode `date`",
+            ));
+        }
+    };
+    let (c, invoice) = s.tally.cancel(&t, &id, mode, &actor(&rid)).await?;
+    let catalog = s
+        .tally
+        .store
+        .catalog(&t.id)
+        .await
+        .map_err(tally_app::AppError::from)?;
+    Ok(ok(json!({
+        "contract": contract_json(&c, &catalog),
+        "invoice": invoice.as_ref().map(invoice_json),
+    })))
+}
+
+/// `GET /v1/c/contract/{id}/history`: phases and events.
+pub async fn contract_history(
+    State(s): State<AppState>,
+    Auth(t): Auth,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let c = s.tally.contract(&t, &id).await?;
+    let catalog = s
+        .tally
+        .store
+        .catalog(&t.id)
+        .await
+        .map_err(tally_app::AppError::from)?;
+    let events = s
+        .tally
+        .store
+        .events(&t.id, &id)
+        .await
+        .map_err(tally_app::AppError::from)?;
+    Ok(ok(json!({
+        "phases": contract_json(&c.contract, &catalog)["phases"].clone(),
+        "events": events,
+    })))
+}
+
+/// `GET /v1/c/contract/{id}/scheduled_changes`.
+pub async fn scheduled_changes(
+    State(s): State<AppState>,
+    Auth(t): Auth,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let c = s.tally.contract(&t, &id).await?;
+    Ok(ok(Value::Array(
+        c.contract
+            .timeline()
+            .iter()
+            .map(|x| scheduled_json(x))
+            .collect(),
+    )))
+}
+
+/// `GET /v1/c/contract/{id}/scheduled_changes/{change_id}`.
+pub async fn scheduled_change(
+    State(s): State<AppState>,
+    Auth(t): Auth,
+    Path((id, cid)): Path<(String, String)>,
+) -> ApiResult {
+    let c = s.tally.contract(&t, &id).await?;
+    let sc = c
+        .contract
+        .scheduled
+        .iter()
+        .find(|x| x.id == cid)
+        .ok_or_else(|| ApiError::not_found("scheduled change", "change_id", &cid))?;
+    Ok(ok(scheduled_json(sc)))
+}
+
+/// `POST /v1/c/contract/{id}/scheduled_changes/{change_id}/cancel`.
+pub async fn cancel_scheduled(
+    State(s): State<AppState>,
+    Auth(t): Auth,
+    rid: RequestId,
+    Path((id, cid)): Path<(String, String)>,
+) -> ApiResult {
+    let c = s
+        .tally
+        .cancel_scheduled_change(&t, &id, &cid, &actor(&rid))
+        .await?;
+    Ok(ok(Value::Array(
+        c.timeline().iter().map(|x| scheduled_json(x)).collect(),
+    )))
+}
+
+/// `GET /v1/c/contract/{id}/invoices`.
+pub async fn contract_invoices(
+    State(s): State<AppState>,
+    Auth(t): Auth,
+    Path(id): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> ApiResult {
+    s.tally.contract(&t, &id).await?;
+    let page = q.page()?;
+    let filter = InvoiceFilter {
+        contract_id: Some(id),
+        ..Default::default()
+    };
+    let (rows, total) = s
+        .tally
+        .store
+        .invoices(&t.id, &filter, &page)
+        .await
+        .map_err(tally_app::AppError::from)?;
+    Ok(ok(page_json(
+        rows.iter().map(invoice_json).collect(),
+        &page,
+        total,
+    )))
+}
+
+fn usage_record(s: &AppState, t: &tally_app::store::Tenant, b: UsageBody) -> UsageRecord {
+    UsageRecord {
+        feature_slug: b.feature_slug,
+        units: b.units,
+        timestamp: b.timestamp.unwrap_or_else(|| s.tally.now(t)),
+        is_absolute: b.is_absolute.unwrap_or(false),
+    }
+}
+
+/// `POST /v1/c/usage`: one usage event.
+pub async fn post_usage(
+    State(s): State<AppState>,
+    Auth(t): Auth,
+    Body(b): Body<UsageBody>,
+) -> ApiResult {
+    let customer = b.customer_id.clone();
+    let rec = usage_record(&s, &t, b);
+    s.tally.record_usage(&t, &customer, rec).await?;
+    Ok(ok(json!("Recorded")))
+}
+
+/// `POST /v1/c/usage/bulk`: an array of events; per-entry errors keyed by index.
+pub async fn post_usage_bulk(
+    State(s): State<AppState>,
+    Auth(t): Auth,
+    Body(items): Body<Vec<Value>>,
+) -> ApiResult {
+    let mut errors = serde_json::Map::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let parsed: Result<UsageBody, ApiError> =
+            crate::extract::parse_json(item.to_string().as_bytes());
+        let result = match parsed {
+            Ok(b) => {
+                let customer = b.customer_id.clone();
+                let rec = usage_record(&s, &t, b);
+                s.tally
+                    .record_usage(&t, &customer, rec)
+                    .await
+                    .map_err(ApiError::from)
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            errors.insert(
+                i.to_string(),
+                json!({ "code": e.code, "param": e.param, "detail": e.detail }),
+            );
+        }
+    }
+    if errors.is_empty() {
+        return Ok(ok(json!("Recorded")));
+    }
+    // A problem document with the per-entry errors keyed by index; entries not listed were
+    // recorded.
+    let body = json!({
+        "type": "https://tally.dev/problems/invalid_entries",
+        "title": "Unprocessable Entity",
+        "status": 422,
+        "detail": format!("{} of the entries were refused; the others were recorded", errors.len()),
+        "code": "invalid_entries",
+        "errors": errors,
+    });
+    Ok((
+        StatusCode::UNPROCESSABLE_ENTITY,
+        [(axum::http::header::CONTENT_TYPE, "application/problem+json")],
+        body.to_string(),
+    )
+        .into_response())
+}
+
+/// Query of `GET /v1/c/invoice`.
+#[derive(Debug, Deserialize)]
+pub struct InvoiceListQuery {
+    /// Customer id or slug.
+    #[serde(default)]
+    pub customer: Option<String>,
+    /// Issued before.
+    #[serde(default)]
+    pub date_before: Option<String>,
+    /// Issued at or after.
+    #[serde(default)]
+    pub date_after: Option<String>,
+    /// Paging.
+    #[serde(flatten)]
+    pub page: PageQuery,
+}
+
+/// `GET /v1/c/invoice`: invoices, paged.
+pub async fn list_invoices(
+    State(s): State<AppState>,
+    Auth(t): Auth,
+    Query(q): Query<InvoiceListQuery>,
+) -> ApiResult {
+    let page = q.page.page()?;
+    let customer_id = match &q.customer {
+        Some(c) => Some(s.tally.customer(&t, c, "customer").await?.id),
+        None => None,
+    };
+    let filter = InvoiceFilter {
+        customer_id,
+        contract_id: None,
+        date_before: optional_instant(&q.date_before, "date_before")?,
+        date_after: optional_instant(&q.date_after, "date_after")?,
+    };
+    let (rows, total) = s
+        .tally
+        .store
+        .invoices(&t.id, &filter, &page)
+        .await
+        .map_err(tally_app::AppError::from)?;
+    Ok(ok(page_json(
+        rows.iter().map(invoice_json).collect(),
+        &page,
+        total,
+    )))
+}
+
+/// `GET /v1/c/invoice/{id}`.
+pub async fn get_invoice(
+    State(s): State<AppState>,
+    Auth(t): Auth,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let inv = s
+        .tally
+        .store
+        .invoice(&t.id, &id)
+        .await
+        .map_err(tally_app::AppError::from)?
+        .ok_or_else(|| ApiError::not_found("invoice", "invoice_id", &id))?;
+    Ok(ok(invoice_json(&inv)))
+}
+
+async fn set_status(
+    s: &AppState,
+    t: &tally_app::store::Tenant,
+    id: &str,
+    to: InvoiceStatus,
+) -> ApiResult {
+    let inv = s
+        .tally
+        .store
+        .invoice(&t.id, id)
+        .await
+        .map_err(tally_app::AppError::from)?
+        .ok_or_else(|| ApiError::not_found("invoice", "invoice_id", id))?;
+    if inv.status != InvoiceStatus::Open && inv.status != to {
+        return Err(ApiError::unprocessable(
+            "invalid_invoice_state",
+            Some("invoice_id"),
+            format!("the invoice is {:?}", inv.status).to_lowercase(),
+        ));
+    }
+    s.tally
+        .store
+        .set_invoice_status(&t.id, &inv.id, to)
+        .await
+        .map_err(tally_app::AppError::from)?;
+    let mut inv = inv;
+    inv.status = to;
+    Ok(ok(invoice_json(&inv)))
+}
+
+/// `POST /v1/c/invoice/{id}/pay`.
+pub async fn pay_invoice(
+    State(s): State<AppState>,
+    Auth(t): Auth,
+    Path(id): Path<String>,
+) -> ApiResult {
+    set_status(&s, &t, &id, InvoiceStatus::Paid).await
+}
+
+/// `POST /v1/c/invoice/{id}/void`.
+pub async fn void_invoice(
+    State(s): State<AppState>,
+    Auth(t): Auth,
+    Path(id): Path<String>,
+) -> ApiResult {
+    set_status(&s, &t, &id, InvoiceStatus::Void).await
+}
+
+/// `GET /v1/c/catalog`: the tenant's catalog and settings.
+pub async fn get_catalog(State(s): State<AppState>, Auth(t): Auth) -> ApiResult {
+    let catalog = s
+        .tally
+        .store
+        .catalog(&t.id)
+        .await
+        .map_err(tally_app::AppError::from)?;
+    Ok(ok(json!({ "settings": t.settings, "catalog": catalog })))
+}
+
+/// `POST /v1/c/catalog`: applies a catalog file (the schema of `tally catalog apply`), as JSON,
+/// or as YAML with a `yaml` content type.
+pub async fn apply_catalog(
+    State(s): State<AppState>,
+    Auth(t): Auth,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::bad_request("malformed_json", None, "the body is not UTF-8"))?;
+    let yaml = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("yaml"));
+    let parsed = if yaml {
+        CatalogFile::from_yaml(text)
+    } else {
+        CatalogFile::from_json(text)
+    };
+    let file = parsed.map_err(|e| {
+        let param = (!e.path.is_empty() && e.path != ".").then_some(e.path.as_str());
+        ApiError::unprocessable("invalid_catalog", param, e.message.clone())
+    })?;
+    let (tenant, catalog) = s.tally.apply_catalog(&t, &file).await?;
+    Ok(ok(
+        json!({ "settings": tenant.settings, "catalog": catalog }),
+    ))
+}
+
+/// `GET /v1/c/test_clock`.
+pub async fn get_clock(State(s): State<AppState>, Auth(t): Auth) -> ApiResult {
+    if !t.test_mode {
+        return Err(ApiError::unprocessable(
+            "not_test_mode",
+            Some("wb-key"),
+            "only test-mode keys have a test clock",
+        ));
+    }
+    Ok(ok(json!({ "now": s.tally.now(&t) })))
+}
+
+/// `POST /v1/c/test_clock/advance`: moves the clock, running every due billing step in order.
+pub async fn advance_clock(
+    State(s): State<AppState>,
+    Auth(t): Auth,
+    rid: RequestId,
+    Body(b): Body<AdvanceBody>,
+) -> ApiResult {
+    let mut a = actor(&rid);
+    a.name = "test_clock".into();
+    let (tenant, invoices) = s.tally.advance_clock(&t, b.to, &a).await?;
+    Ok(ok(json!({
+        "now": s.tally.now(&tenant),
+        "invoices": invoices.iter().map(invoice_json).collect::<Vec<_>>(),
+    })))
+}

@@ -1,0 +1,50 @@
+//! Ids and API keys: time-ordered prefixed ids (`Cont_<uuid v7>`), random keys, key hashes.
+
+use sha2::{Digest, Sha256};
+
+/// A new id with a class prefix and a time-ordered UUID (v7 keeps index inserts local).
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::now_v7())
+}
+
+/// A new random API key (244 random bits); test-mode keys say so.
+pub fn new_api_key(test_mode: bool) -> String {
+    let mode = if test_mode { "test" } else { "live" };
+    format!(
+        "tk_{mode}_{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// The stored form of an API key: its SHA-256, hex. Keys are never stored in clear.
+pub fn hash_key(key: &str) -> String {
+    let digest = Sha256::digest(key.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_carry_their_prefix_and_sort_by_time() {
+        let a = new_id("Cont");
+        let b = new_id("Cont");
+        assert!(a.starts_with("Cont_") && a.len() == 5 + 36);
+        assert!(a < b, "v7 ids are time-ordered: {a} < {b}");
+    }
+
+    #[test]
+    fn keys_hash_stably_and_differ() {
+        let k = new_api_key(true);
+        assert!(k.starts_with("tk_test_"));
+        assert_eq!(hash_key(&k), hash_key(&k));
+        assert_ne!(hash_key(&k), hash_key(&new_api_key(true)));
+        // sha256("abc")
+        assert_eq!(
+            hash_key("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

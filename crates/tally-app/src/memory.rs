@@ -1,0 +1,378 @@
+//! An in-memory [`Store`] for tests and `tally simulate`: the same semantics as the SQL stores
+//! (versions, gapless numbers, step-key idempotency), behind one mutex.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use rust_decimal::Decimal;
+use tally_core::prelude::*;
+
+use crate::store::*;
+
+#[derive(Default)]
+struct TenantData {
+    tenant: Option<Tenant>,
+    catalog: Catalog,
+    customers: Vec<Customer>,
+    balances: HashMap<(String, Currency), Decimal>,
+    contracts: Vec<StoredContract>,
+    usage: HashMap<String, Vec<UsageRecord>>,
+    invoices: Vec<Invoice>,
+    step_keys: std::collections::HashSet<String>,
+    next_number: i64,
+    events: Vec<Event>,
+    idempotency: HashMap<String, IdempotentResponse>,
+}
+
+/// Everything in process memory; lost when the process ends.
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    keys: HashMap<String, String>,
+    tenants: BTreeMap<String, TenantData>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        MemoryStore::default()
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> StoreResult<T>) -> StoreResult<T> {
+        let mut g = self
+            .inner
+            .lock()
+            .map_err(|_| StoreError::Backend("memory store poisoned".into()))?;
+        f(&mut g)
+    }
+}
+
+fn data<'a>(inner: &'a mut Inner, tenant: &str) -> &'a mut TenantData {
+    inner.tenants.entry(tenant.to_string()).or_default()
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn create_tenant(&self, tenant: &Tenant, key_hash: &str) -> StoreResult<()> {
+        self.with(|i| {
+            if i.keys.contains_key(key_hash) {
+                return Err(StoreError::Duplicate("api key".into()));
+            }
+            i.keys.insert(key_hash.to_string(), tenant.id.clone());
+            data(i, &tenant.id).tenant = Some(tenant.clone());
+            Ok(())
+        })
+    }
+
+    async fn tenant_by_key(&self, key_hash: &str) -> StoreResult<Option<Tenant>> {
+        self.with(|i| {
+            let Some(id) = i.keys.get(key_hash).cloned() else {
+                return Ok(None);
+            };
+            Ok(i.tenants.get(&id).and_then(|d| d.tenant.clone()))
+        })
+    }
+
+    async fn tenant(&self, id: &str) -> StoreResult<Option<Tenant>> {
+        self.with(|i| Ok(i.tenants.get(id).and_then(|d| d.tenant.clone())))
+    }
+
+    async fn tenant_ids(&self) -> StoreResult<Vec<String>> {
+        self.with(|i| Ok(i.tenants.keys().cloned().collect()))
+    }
+
+    async fn update_tenant(&self, tenant: &Tenant) -> StoreResult<()> {
+        self.with(|i| {
+            data(i, &tenant.id).tenant = Some(tenant.clone());
+            Ok(())
+        })
+    }
+
+    async fn catalog(&self, tenant: &str) -> StoreResult<Catalog> {
+        self.with(|i| Ok(data(i, tenant).catalog.clone()))
+    }
+
+    async fn save_catalog(&self, tenant: &str, catalog: &Catalog) -> StoreResult<()> {
+        self.with(|i| {
+            data(i, tenant).catalog = catalog.clone();
+            Ok(())
+        })
+    }
+
+    async fn save_customer(&self, tenant: &str, customer: &Customer) -> StoreResult<()> {
+        self.with(|i| {
+            let d = data(i, tenant);
+            match d.customers.iter_mut().find(|c| c.id == customer.id) {
+                Some(c) => *c = customer.clone(),
+                None => d.customers.push(customer.clone()),
+            }
+            Ok(())
+        })
+    }
+
+    async fn customer(&self, tenant: &str, id_or_slug: &str) -> StoreResult<Option<Customer>> {
+        self.with(|i| {
+            Ok(data(i, tenant)
+                .customers
+                .iter()
+                .find(|c| c.id == id_or_slug || c.slug.as_deref() == Some(id_or_slug))
+                .cloned())
+        })
+    }
+
+    async fn balances(
+        &self,
+        tenant: &str,
+        customer_id: &str,
+    ) -> StoreResult<BTreeMap<Currency, Decimal>> {
+        self.with(|i| {
+            Ok(data(i, tenant)
+                .balances
+                .iter()
+                .filter(|((c, _), _)| c == customer_id)
+                .map(|((_, cur), v)| (*cur, *v))
+                .collect())
+        })
+    }
+
+    async fn contract(&self, tenant: &str, id: &str) -> StoreResult<Option<StoredContract>> {
+        self.with(|i| {
+            Ok(data(i, tenant)
+                .contracts
+                .iter()
+                .find(|c| c.contract.id == id)
+                .cloned())
+        })
+    }
+
+    async fn contracts(
+        &self,
+        tenant: &str,
+        customer_id: Option<&str>,
+        page: &Page,
+    ) -> StoreResult<(Vec<StoredContract>, u64)> {
+        self.with(|i| {
+            let all: Vec<&StoredContract> = data(i, tenant)
+                .contracts
+                .iter()
+                .filter(|c| customer_id.is_none_or(|id| c.contract.customer_id == id))
+                .collect();
+            let total = all.len() as u64;
+            let rows = all
+                .into_iter()
+                .skip(page.offset as usize)
+                .take(page.limit as usize)
+                .cloned()
+                .collect();
+            Ok((rows, total))
+        })
+    }
+
+    async fn due_contracts(
+        &self,
+        tenant: &str,
+        until: Timestamp,
+        limit: u64,
+    ) -> StoreResult<Vec<String>> {
+        self.with(|i| {
+            Ok(data(i, tenant)
+                .contracts
+                .iter()
+                .filter(|c| next_due(&c.contract).is_some_and(|t| t <= until))
+                .take(limit as usize)
+                .map(|c| c.contract.id.clone())
+                .collect())
+        })
+    }
+
+    async fn commit(&self, tenant: &str, commit: Commit) -> StoreResult<Committed> {
+        self.with(|i| {
+            let d = data(i, tenant);
+            let mut version = 0;
+            // Check everything before writing anything.
+            if let Some((c, expected)) = &commit.contract {
+                let current = d
+                    .contracts
+                    .iter()
+                    .find(|s| s.contract.id == c.id)
+                    .map(|s| s.version);
+                match (current, *expected) {
+                    (None, 0) => {}
+                    (Some(v), e) if v == e => {}
+                    (None, _) => return Err(StoreError::Conflict),
+                    (Some(_), 0) => {
+                        return Err(StoreError::Duplicate(format!("contract {}", c.id)));
+                    }
+                    _ => return Err(StoreError::Conflict),
+                }
+                version = expected + 1;
+            }
+            if let Some((c, _)) = commit.contract {
+                match d.contracts.iter_mut().find(|s| s.contract.id == c.id) {
+                    Some(s) => {
+                        s.contract = c;
+                        s.version = version;
+                    }
+                    None => d.contracts.push(StoredContract {
+                        contract: c,
+                        version,
+                    }),
+                }
+            }
+            let mut issued = Vec::new();
+            for draft in commit.invoices {
+                if !d.step_keys.insert(draft.step_key.clone()) {
+                    continue;
+                }
+                d.next_number += 1;
+                let delta = draft.credit_added - draft.credit_applied;
+                *d.balances
+                    .entry((draft.customer_id.clone(), draft.currency))
+                    .or_default() += delta;
+                let inv = Invoice {
+                    id: crate::ids::new_id("Inv"),
+                    number: invoice_number(draft.issued_at, d.next_number),
+                    status: InvoiceStatus::Open,
+                    draft,
+                };
+                d.invoices.push(inv.clone());
+                issued.push(inv);
+            }
+            d.events.extend(commit.events);
+            Ok(Committed {
+                invoices: issued,
+                version,
+            })
+        })
+    }
+
+    async fn record_usage(
+        &self,
+        tenant: &str,
+        contract_id: &str,
+        records: &[UsageRecord],
+    ) -> StoreResult<()> {
+        self.with(|i| {
+            data(i, tenant)
+                .usage
+                .entry(contract_id.to_string())
+                .or_default()
+                .extend_from_slice(records);
+            Ok(())
+        })
+    }
+
+    async fn usage(
+        &self,
+        tenant: &str,
+        contract_id: &str,
+        since: Timestamp,
+    ) -> StoreResult<Vec<UsageRecord>> {
+        self.with(|i| {
+            Ok(data(i, tenant)
+                .usage
+                .get(contract_id)
+                .map(|v| v.iter().filter(|r| r.timestamp >= since).cloned().collect())
+                .unwrap_or_default())
+        })
+    }
+
+    async fn invoices(
+        &self,
+        tenant: &str,
+        filter: &InvoiceFilter,
+        page: &Page,
+    ) -> StoreResult<(Vec<Invoice>, u64)> {
+        self.with(|i| {
+            let all: Vec<&Invoice> = data(i, tenant)
+                .invoices
+                .iter()
+                .filter(|inv| {
+                    filter
+                        .customer_id
+                        .as_ref()
+                        .is_none_or(|c| &inv.draft.customer_id == c)
+                        && filter
+                            .contract_id
+                            .as_ref()
+                            .is_none_or(|c| &inv.draft.contract_id == c)
+                        && filter.date_after.is_none_or(|t| inv.draft.issued_at >= t)
+                        && filter.date_before.is_none_or(|t| inv.draft.issued_at < t)
+                })
+                .collect();
+            let total = all.len() as u64;
+            Ok((
+                all.into_iter()
+                    .skip(page.offset as usize)
+                    .take(page.limit as usize)
+                    .cloned()
+                    .collect(),
+                total,
+            ))
+        })
+    }
+
+    async fn invoice(&self, tenant: &str, id: &str) -> StoreResult<Option<Invoice>> {
+        self.with(|i| {
+            Ok(data(i, tenant)
+                .invoices
+                .iter()
+                .find(|inv| inv.id == id || inv.number == id)
+                .cloned())
+        })
+    }
+
+    async fn set_invoice_status(
+        &self,
+        tenant: &str,
+        id: &str,
+        status: InvoiceStatus,
+    ) -> StoreResult<()> {
+        self.with(|i| {
+            if let Some(inv) = data(i, tenant).invoices.iter_mut().find(|inv| inv.id == id) {
+                inv.status = status;
+            }
+            Ok(())
+        })
+    }
+
+    async fn events(&self, tenant: &str, contract_id: &str) -> StoreResult<Vec<Event>> {
+        self.with(|i| {
+            Ok(data(i, tenant)
+                .events
+                .iter()
+                .filter(|e| e.contract_id.as_deref() == Some(contract_id))
+                .cloned()
+                .collect())
+        })
+    }
+
+    async fn idempotent(&self, tenant: &str, key: &str) -> StoreResult<Option<IdempotentResponse>> {
+        self.with(|i| Ok(data(i, tenant).idempotency.get(key).cloned()))
+    }
+
+    async fn save_idempotent(
+        &self,
+        tenant: &str,
+        key: &str,
+        response: &IdempotentResponse,
+    ) -> StoreResult<()> {
+        self.with(|i| {
+            data(i, tenant)
+                .idempotency
+                .entry(key.to_string())
+                .or_insert_with(|| response.clone());
+            Ok(())
+        })
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,681 @@
+//! The use cases: every operation a client or the bill run performs, as calls on [`Tally`].
+//!
+//! Each mutation reads the contract, first runs the billing steps that fell due (so a request
+//! never works on a stale period), computes the outcome with the core, and writes it in one
+//! atomic commit guarded by the contract's version; a lost race is retried.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use rust_decimal::Decimal;
+use serde_json::json;
+use tally_core::prelude::*;
+
+use crate::ids::{hash_key, new_api_key, new_id};
+use crate::store::*;
+
+/// Where "now" comes from for live-mode tenants.
+pub trait Clock: Send + Sync + 'static {
+    /// The current instant.
+    fn now(&self) -> Timestamp;
+}
+
+/// The wall clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+/// Why an operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The billing rules refused it.
+    #[error(transparent)]
+    Core(#[from] CoreError),
+    /// Something referenced does not exist (or belongs to another tenant).
+    #[error("no {kind} `{id}`")]
+    NotFound {
+        /// What kind of object.
+        kind: &'static str,
+        /// Which request field named it.
+        param: String,
+        /// The id given.
+        id: String,
+    },
+    /// Bad input outside the core's rules.
+    #[error("{param}: {detail}")]
+    Invalid {
+        /// Which request field.
+        param: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The contract kept changing under the request.
+    #[error("the contract was changed by concurrent requests; retry")]
+    Conflict,
+    /// Storage failed.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict => AppError::Conflict,
+            other => AppError::Store(other),
+        }
+    }
+}
+
+/// Result of a use case.
+pub type AppResult<T> = Result<T, AppError>;
+
+/// How many times a write that lost a race is retried before answering 409.
+const RETRIES: usize = 8;
+
+/// Who performs an operation and in which request, for the event log.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    /// `api`, `bill_run`, `test_clock`.
+    pub name: String,
+    /// Request id.
+    pub request_id: Option<String>,
+}
+
+impl Actor {
+    /// The bill run.
+    pub fn bill_run() -> Actor {
+        Actor {
+            name: "bill_run".into(),
+            request_id: None,
+        }
+    }
+}
+
+/// The result of a change (or its preview).
+#[derive(Debug, Clone)]
+pub struct ChangeResult {
+    /// The core's outcome: the contract after the change and the invoice it issues.
+    pub outcome: ChangeOutcome,
+    /// The stored invoice, for an execution that issued one.
+    pub invoice: Option<Invoice>,
+}
+
+/// Tally's application: the store and the clock, and every use case.
+#[derive(Clone)]
+pub struct Tally {
+    /// Storage.
+    pub store: Arc<dyn Store>,
+    /// Wall clock for live tenants.
+    pub clock: Arc<dyn Clock>,
+}
+
+fn events_for(
+    c: &Contract,
+    kind: &str,
+    at: Timestamp,
+    actor: &Actor,
+    data: serde_json::Value,
+) -> Event {
+    Event {
+        id: new_id("Evt"),
+        kind: kind.into(),
+        contract_id: Some(c.id.clone()),
+        at,
+        actor: actor.name.clone(),
+        request_id: actor.request_id.clone(),
+        data,
+    }
+}
+
+fn invoice_events(c: &Contract, invoices: &[InvoiceDraft], actor: &Actor) -> Vec<Event> {
+    invoices
+        .iter()
+        .map(|i| {
+            events_for(
+                c,
+                "v1.invoice.created",
+                i.issued_at,
+                actor,
+                json!({ "step_key": i.step_key, "reason": i.reason, "gross": i.gross.to_string() }),
+            )
+        })
+        .collect()
+}
+
+impl Tally {
+    /// An application over a store, with the wall clock.
+    pub fn new(store: Arc<dyn Store>) -> Tally {
+        Tally {
+            store,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// "Now" for a tenant: its test clock in test mode, else the wall clock.
+    pub fn now(&self, tenant: &Tenant) -> Timestamp {
+        match (tenant.test_mode, tenant.clock) {
+            (true, Some(t)) => t,
+            _ => self.clock.now(),
+        }
+    }
+
+    /// Creates a tenant and returns it with its API key (shown once; only its hash is stored).
+    pub async fn create_tenant(&self, name: &str, test_mode: bool) -> AppResult<(Tenant, String)> {
+        let now = self.clock.now();
+        let tenant = Tenant {
+            id: new_id("Ten"),
+            name: name.into(),
+            test_mode,
+            settings: Settings::default(),
+            clock: test_mode.then_some(now),
+            created_at: now,
+        };
+        let key = new_api_key(test_mode);
+        self.store.create_tenant(&tenant, &hash_key(&key)).await?;
+        Ok((tenant, key))
+    }
+
+    /// The tenant of an API key, if the key is valid.
+    pub async fn authenticate(&self, key: &str) -> AppResult<Option<Tenant>> {
+        Ok(self.store.tenant_by_key(&hash_key(key)).await?)
+    }
+
+    /// Applies a catalog file to a tenant: catalog merged, settings replaced when given,
+    /// customers created or updated by slug. Returns the tenant as it is after.
+    pub async fn apply_catalog(
+        &self,
+        tenant: &Tenant,
+        file: &crate::catalog_file::CatalogFile,
+    ) -> AppResult<(Tenant, Catalog)> {
+        let current = self.store.catalog(&tenant.id).await?;
+        let merged = file.merge_into(&current).map_err(|e| AppError::Invalid {
+            param: e.path,
+            detail: e.message,
+        })?;
+        let mut existing = Vec::new();
+        for c in &file.customers {
+            existing.push(self.store.customer(&tenant.id, &c.slug).await?);
+        }
+        let now = self.now(tenant);
+        for c in file.customers(&existing, now) {
+            self.store.save_customer(&tenant.id, &c).await?;
+        }
+        if merged != current {
+            self.store.save_catalog(&tenant.id, &merged).await?;
+        }
+        let mut t = tenant.clone();
+        if let Some(s) = &file.settings
+            && *s != t.settings
+        {
+            t.settings = s.clone();
+            self.store.update_tenant(&t).await?;
+        }
+        Ok((t, merged))
+    }
+
+    /// A customer by id or slug.
+    pub async fn customer(&self, tenant: &Tenant, id: &str, param: &str) -> AppResult<Customer> {
+        self.store
+            .customer(&tenant.id, id)
+            .await?
+            .ok_or_else(|| AppError::NotFound {
+                kind: "customer",
+                param: param.into(),
+                id: id.into(),
+            })
+    }
+
+    /// A contract by id.
+    pub async fn contract(&self, tenant: &Tenant, id: &str) -> AppResult<StoredContract> {
+        self.store
+            .contract(&tenant.id, id)
+            .await?
+            .ok_or_else(|| AppError::NotFound {
+                kind: "contract",
+                param: "contract_id".into(),
+                id: id.into(),
+            })
+    }
+
+    async fn context_parts(
+        &self,
+        tenant: &Tenant,
+        c: &Contract,
+    ) -> AppResult<(Vec<UsageRecord>, Decimal, BTreeMap<Currency, Decimal>)> {
+        let since = c.period.as_ref().map_or(c.created_at, |p| p.start);
+        let usage = self.store.usage(&tenant.id, &c.id, since).await?;
+        let customer = self.store.customer(&tenant.id, &c.customer_id).await?;
+        let tax = customer
+            .and_then(|cu| cu.tax_rate)
+            .unwrap_or(tenant.settings.tax_rate);
+        let balances = self.store.balances(&tenant.id, &c.customer_id).await?;
+        Ok((usage, tax, balances))
+    }
+
+    /// Subscribes a customer (seed 004) and returns the new contract and its invoices.
+    pub async fn subscribe(
+        &self,
+        tenant: &Tenant,
+        mut req: SignupRequest,
+        actor: &Actor,
+    ) -> AppResult<(Contract, Vec<Invoice>)> {
+        let customer = self.customer(tenant, &req.customer_id, "customer").await?;
+        req.customer_id = customer.id.clone();
+        req.contract_id = new_id("Cont");
+        let now = self.now(tenant);
+        let catalog = self.store.catalog(&tenant.id).await?;
+        let balances = self.store.balances(&tenant.id, &customer.id).await?;
+        let cx = BillingContext::new(&catalog, &tenant.settings)?
+            .with_tax_rate(customer.tax_rate.unwrap_or(tenant.settings.tax_rate))
+            .with_balances(balances);
+        let out = subscribe(&req, &cx, now)?;
+        let c = out.contract;
+        let kind = match c.status {
+            ContractStatus::Active => "v1.contract.signature.completed",
+            _ => "v1.contract.signature.scheduled",
+        };
+        let mut events = vec![events_for(
+            &c,
+            kind,
+            now,
+            actor,
+            json!({ "status": c.status }),
+        )];
+        events.extend(invoice_events(&c, &out.invoices, actor));
+        let committed = self
+            .store
+            .commit(
+                &tenant.id,
+                Commit {
+                    contract: Some((c.clone(), 0)),
+                    invoices: out.invoices,
+                    events,
+                },
+            )
+            .await?;
+        Ok((c, committed.invoices))
+    }
+
+    /// Runs a contract mutation with catch-up and retries: `f` gets the contract brought up to
+    /// `now` and a context, and returns the new contract with the invoices to issue.
+    async fn mutate<T>(
+        &self,
+        tenant: &Tenant,
+        contract_id: &str,
+        actor: &Actor,
+        write: bool,
+        f: impl Fn(
+            &Contract,
+            &BillingContext,
+            Timestamp,
+        ) -> AppResult<(Contract, Vec<InvoiceDraft>, Vec<Event>, T)>,
+    ) -> AppResult<(Contract, Vec<Invoice>, T)> {
+        for _ in 0..RETRIES {
+            let stored = self.contract(tenant, contract_id).await?;
+            let now = self.now(tenant);
+            let catalog = self.store.catalog(&tenant.id).await?;
+            let (usage, tax, balances) = self.context_parts(tenant, &stored.contract).await?;
+            let cx = BillingContext::new(&catalog, &tenant.settings)?
+                .with_usage(&usage)
+                .with_tax_rate(tax)
+                .with_balances(balances);
+            let caught_up = advance(&stored.contract, &cx, now)?;
+            let mut invoices: Vec<InvoiceDraft> = caught_up.invoices().cloned().collect();
+            let mut bal = cx.balances.clone();
+            for i in &invoices {
+                *bal.entry(i.currency).or_default() += i.credit_added - i.credit_applied;
+            }
+            let cx2 = cx.clone().with_balances(bal);
+            let (c, more, mut events, extra) = f(&caught_up.contract, &cx2, now)?;
+            if !write {
+                return Ok((c, Vec::new(), extra));
+            }
+            let mut all_events = invoice_events(&caught_up.contract, &invoices, actor);
+            all_events.extend(invoice_events(&c, &more, actor));
+            invoices.extend(more);
+            all_events.append(&mut events);
+            match self
+                .store
+                .commit(
+                    &tenant.id,
+                    Commit {
+                        contract: Some((c.clone(), stored.version)),
+                        invoices,
+                        events: all_events,
+                    },
+                )
+                .await
+            {
+                Ok(done) => return Ok((c, done.invoices, extra)),
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(AppError::Conflict)
+    }
+
+    /// Plans a change and, unless `preview`, executes it. The preview and the execution run the
+    /// same computation on the same state, so the preview's invoice is the one executed.
+    pub async fn change(
+        &self,
+        tenant: &Tenant,
+        contract_id: &str,
+        req: &ChangeRequest,
+        preview: bool,
+        actor: &Actor,
+    ) -> AppResult<ChangeResult> {
+        let change_id = new_id("Chg");
+        let (_, invoices, outcome) = self
+            .mutate(tenant, contract_id, actor, !preview, |c, cx, now| {
+                let out = plan_change(c, req, cx, now, &change_id)?;
+                let kind = if out.scheduled {
+                    "v1.contract.change.scheduled"
+                } else {
+                    "v1.contract.signature.completed"
+                };
+                let ev = events_for(
+                    &out.contract,
+                    kind,
+                    now,
+                    actor,
+                    json!({ "effective_at": out.effective_at, "scheduled_change_id": out.scheduled_change_id }),
+                );
+                let inv: Vec<InvoiceDraft> = out.invoice.iter().cloned().collect();
+                Ok((out.contract.clone(), inv, vec![ev], out))
+            })
+            .await?;
+        let invoice = outcome.invoice.as_ref().and_then(|d| {
+            invoices
+                .iter()
+                .find(|i| i.draft.step_key == d.step_key)
+                .cloned()
+        });
+        Ok(ChangeResult { outcome, invoice })
+    }
+
+    /// Cancels a contract.
+    pub async fn cancel(
+        &self,
+        tenant: &Tenant,
+        contract_id: &str,
+        mode: CancelMode,
+        actor: &Actor,
+    ) -> AppResult<(Contract, Option<Invoice>)> {
+        let (c, invoices, _) = self
+            .mutate(tenant, contract_id, actor, true, |c, cx, now| {
+                let out = cancel(c, mode, cx, now)?;
+                let kind = if out.contract.status == ContractStatus::Canceled {
+                    "v1.contract.cancellation.completed"
+                } else {
+                    "v1.contract.cancellation.scheduled"
+                };
+                let ev = events_for(
+                    &out.contract,
+                    kind,
+                    now,
+                    actor,
+                    json!({ "effective_at": out.effective_at }),
+                );
+                Ok((
+                    out.contract,
+                    out.invoice.into_iter().collect(),
+                    vec![ev],
+                    (),
+                ))
+            })
+            .await?;
+        let inv = invoices
+            .into_iter()
+            .find(|i| i.draft.reason == InvoiceReason::Cancellation);
+        Ok((c, inv))
+    }
+
+    /// Activates a pending contract now.
+    pub async fn activate(
+        &self,
+        tenant: &Tenant,
+        contract_id: &str,
+        actor: &Actor,
+    ) -> AppResult<(Contract, Vec<Invoice>)> {
+        let (c, invoices, _) = self
+            .mutate(tenant, contract_id, actor, true, |c, cx, now| {
+                let out = activate(c, cx, now)?;
+                let ev = events_for(
+                    &out.contract,
+                    "v1.contract.signature.completed",
+                    now,
+                    actor,
+                    json!({}),
+                );
+                Ok((out.contract, out.invoices, vec![ev], ()))
+            })
+            .await?;
+        Ok((c, invoices))
+    }
+
+    /// Removes a scheduled change.
+    pub async fn cancel_scheduled_change(
+        &self,
+        tenant: &Tenant,
+        contract_id: &str,
+        change_id: &str,
+        actor: &Actor,
+    ) -> AppResult<Contract> {
+        let (c, _, _) = self
+            .mutate(tenant, contract_id, actor, true, |c, _cx, now| {
+                let out = cancel_scheduled_change(c, change_id)?;
+                let ev = events_for(
+                    &out,
+                    "v1.contract.change.canceled",
+                    now,
+                    actor,
+                    json!({ "scheduled_change_id": change_id }),
+                );
+                Ok((out, Vec::new(), vec![ev], ()))
+            })
+            .await?;
+        Ok(c)
+    }
+
+    /// Records usage for a customer's feature on the contract that has the feature.
+    pub async fn record_usage(
+        &self,
+        tenant: &Tenant,
+        customer_id: &str,
+        record: UsageRecord,
+    ) -> AppResult<String> {
+        let customer = self.customer(tenant, customer_id, "customer_id").await?;
+        let (contracts, _) = self
+            .store
+            .contracts(
+                &tenant.id,
+                Some(&customer.id),
+                &Page {
+                    offset: 0,
+                    limit: 10_000,
+                },
+            )
+            .await?;
+        let target = contracts
+            .iter()
+            .rev()
+            .find(|s| {
+                s.contract.status != ContractStatus::Canceled
+                    && s.contract
+                        .config
+                        .features
+                        .get(&record.feature_slug)
+                        .is_some_and(|f| f.kind == FeatureKind::Usage)
+            })
+            .ok_or_else(|| AppError::Invalid {
+                param: "feature_slug".into(),
+                detail: format!(
+                    "the customer has no active contract with the usage feature `{}`",
+                    record.feature_slug
+                ),
+            })?;
+        if record.units < Decimal::ZERO {
+            return Err(CoreError::Negative {
+                param: "units".into(),
+                value: record.units.to_string(),
+            }
+            .into());
+        }
+        self.store
+            .record_usage(
+                &tenant.id,
+                &target.contract.id,
+                std::slice::from_ref(&record),
+            )
+            .await?;
+        Ok(target.contract.id.clone())
+    }
+
+    /// Runs every billing step of one contract due at or before `until`; returns the invoices.
+    pub async fn bill_contract(
+        &self,
+        tenant: &Tenant,
+        contract_id: &str,
+        until: Timestamp,
+        actor: &Actor,
+    ) -> AppResult<Vec<Invoice>> {
+        for _ in 0..RETRIES {
+            let stored = self.contract(tenant, contract_id).await?;
+            let catalog = self.store.catalog(&tenant.id).await?;
+            let (usage, tax, balances) = self.context_parts(tenant, &stored.contract).await?;
+            let cx = BillingContext::new(&catalog, &tenant.settings)?
+                .with_usage(&usage)
+                .with_tax_rate(tax)
+                .with_balances(balances);
+            let out = advance(&stored.contract, &cx, until)?;
+            if out.steps.is_empty() {
+                return Ok(Vec::new());
+            }
+            let invoices: Vec<InvoiceDraft> = out.invoices().cloned().collect();
+            let mut events = invoice_events(&out.contract, &invoices, actor);
+            for s in &out.steps {
+                let kind = match &s.kind {
+                    StepKind::Activation => "v1.contract.signature.completed",
+                    StepKind::ScheduledChange { .. } => "v1.contract.change.applied",
+                    StepKind::Cancellation => "v1.contract.cancellation.completed",
+                    StepKind::TrialEnd => "v1.contract.trial.ended",
+                    StepKind::Renewal => "v1.contract.renewed",
+                };
+                events.push(events_for(
+                    &out.contract,
+                    kind,
+                    s.at,
+                    actor,
+                    json!({ "step": s.kind, "dropped": s.dropped }),
+                ));
+            }
+            match self
+                .store
+                .commit(
+                    &tenant.id,
+                    Commit {
+                        contract: Some((out.contract, stored.version)),
+                        invoices,
+                        events,
+                    },
+                )
+                .await
+            {
+                Ok(done) => return Ok(done.invoices),
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(AppError::Conflict)
+    }
+
+    /// Moves a test-mode tenant's clock to `to`, running every due billing step in time order
+    /// across its contracts.
+    pub async fn advance_clock(
+        &self,
+        tenant: &Tenant,
+        to: Timestamp,
+        actor: &Actor,
+    ) -> AppResult<(Tenant, Vec<Invoice>)> {
+        if !tenant.test_mode {
+            return Err(AppError::Invalid {
+                param: "wb-key".into(),
+                detail: "only test-mode tenants have a test clock".into(),
+            });
+        }
+        let now = self.now(tenant);
+        if to < now {
+            return Err(AppError::Invalid {
+                param: "to".into(),
+                detail: format!("a test clock only moves forward; it is at {now}"),
+            });
+        }
+        let mut issued = Vec::new();
+        loop {
+            // The earliest due step across the tenant's contracts runs first.
+            let due = self.store.due_contracts(&tenant.id, to, u64::MAX).await?;
+            let mut best: Option<(Timestamp, String)> = None;
+            for id in due {
+                if let Some(s) = self.store.contract(&tenant.id, &id).await?
+                    && let Some(t) = next_due(&s.contract)
+                    && best.as_ref().is_none_or(|(bt, _)| t < *bt)
+                {
+                    best = Some((t, id));
+                }
+            }
+            let Some((t, id)) = best else { break };
+            let mut clocked = tenant.clone();
+            clocked.clock = Some(t);
+            self.store.update_tenant(&clocked).await?;
+            issued.extend(self.bill_contract(&clocked, &id, t, actor).await?);
+        }
+        let mut moved = tenant.clone();
+        moved.clock = Some(to);
+        self.store.update_tenant(&moved).await?;
+        Ok((moved, issued))
+    }
+
+    /// Runs the bill run for every live tenant up to `until`, in batches; returns how many
+    /// invoices were issued.
+    pub async fn bill_run(&self, until: Timestamp, batch: u64) -> AppResult<usize> {
+        let mut count = 0;
+        for tid in self.store.tenant_ids().await? {
+            let Some(tenant) = self.store.tenant(&tid).await? else {
+                continue;
+            };
+            if tenant.test_mode {
+                continue;
+            }
+            let mut failed = std::collections::HashSet::new();
+            loop {
+                let due = self.store.due_contracts(&tid, until, batch).await?;
+                if due.iter().all(|id| failed.contains(id)) {
+                    break;
+                }
+                for id in &due {
+                    if failed.contains(id) {
+                        continue;
+                    }
+                    match self
+                        .bill_contract(&tenant, id, until, &Actor::bill_run())
+                        .await
+                    {
+                        Ok(n) => count += n.len(),
+                        // One contract that cannot be billed must not stop the others; it stays
+                        // due and is retried by the next run.
+                        Err(AppError::Core(_)) | Err(AppError::Conflict) => {
+                            failed.insert(id.clone());
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        Ok(count)
+    }
+}

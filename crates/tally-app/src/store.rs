@@ -1,0 +1,291 @@
+//! The storage port: the records Tally keeps and one tenant-scoped interface with coarse atomic
+//! operations, implemented in memory (tests, `simulate`) and over SQL databases.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use tally_core::prelude::*;
+
+/// A tenant: one company billing its customers with Tally.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenant {
+    /// `Ten_<uuid>`.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Test mode: time comes from the tenant's test clock.
+    pub test_mode: bool,
+    /// Billing settings.
+    pub settings: Settings,
+    /// The test clock's instant (test mode only).
+    pub clock: Option<Timestamp>,
+    /// When it was created.
+    pub created_at: Timestamp,
+}
+
+/// A customer of a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Customer {
+    /// `Cust_<uuid>`.
+    pub id: String,
+    /// Optional slug (from a catalog file), accepted wherever the id is.
+    pub slug: Option<String>,
+    /// Name.
+    pub name: Option<String>,
+    /// Email addresses (free-form object, as Wingback).
+    pub emails: serde_json::Value,
+    /// The tenant's own reference.
+    pub customer_reference: Option<String>,
+    /// Postal address (free-form object).
+    pub address: Option<serde_json::Value>,
+    /// Metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// Notes.
+    pub notes: Option<String>,
+    /// Tax rate in percent; the tenant's when absent.
+    pub tax_rate: Option<Decimal>,
+    /// When it was created.
+    pub created_at: Timestamp,
+}
+
+/// A contract as stored: the core's state plus its optimistic-concurrency version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredContract {
+    /// The contract.
+    pub contract: Contract,
+    /// Incremented by every write; a write naming an older version loses.
+    pub version: i64,
+}
+
+/// Payment state of an invoice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvoiceStatus {
+    /// Issued and owed (or nothing due).
+    Open,
+    /// Marked paid.
+    Paid,
+    /// Voided.
+    Void,
+}
+
+/// An issued invoice: the core's draft with its id and gapless number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invoice {
+    /// `Inv_<uuid>`.
+    pub id: String,
+    /// Gapless per tenant: `YYYY-NNNNNN`.
+    pub number: String,
+    /// Payment state.
+    pub status: InvoiceStatus,
+    /// The computed invoice.
+    #[serde(flatten)]
+    pub draft: InvoiceDraft,
+}
+
+/// A contract event: every mutation, with who made it and in which request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// `Evt_<uuid>`.
+    pub id: String,
+    /// Event type (`v1.contract.signature.completed`, `v1.invoice.created`, ...).
+    pub kind: String,
+    /// The contract concerned.
+    pub contract_id: Option<String>,
+    /// When (tenant time).
+    pub at: Timestamp,
+    /// Who: `api` or `bill_run`.
+    pub actor: String,
+    /// The request id, when made through the API.
+    pub request_id: Option<String>,
+    /// Details.
+    pub data: serde_json::Value,
+}
+
+/// One atomic write: the contract's new state (guarded by its version), the invoices to number
+/// and store, the credit balance changes they imply, and the events.
+#[derive(Debug, Clone, Default)]
+pub struct Commit {
+    /// New contract state and the version it was read at (0 = a new contract).
+    pub contract: Option<(Contract, i64)>,
+    /// Invoices to issue, in order. An invoice whose `step_key` was already issued is skipped,
+    /// which makes billing steps idempotent.
+    pub invoices: Vec<InvoiceDraft>,
+    /// Events to record.
+    pub events: Vec<Event>,
+}
+
+/// What a commit wrote.
+#[derive(Debug, Clone, Default)]
+pub struct Committed {
+    /// The invoices issued (skipped duplicates are not listed).
+    pub invoices: Vec<Invoice>,
+    /// The contract's new version.
+    pub version: i64,
+}
+
+/// A page request over a list ordered by creation.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    /// How many rows to skip.
+    pub offset: u64,
+    /// How many rows at most.
+    pub limit: u64,
+}
+
+/// Invoice list filters.
+#[derive(Debug, Clone, Default)]
+pub struct InvoiceFilter {
+    /// Only this customer's.
+    pub customer_id: Option<String>,
+    /// Only this contract's.
+    pub contract_id: Option<String>,
+    /// Issued at or after.
+    pub date_after: Option<Timestamp>,
+    /// Issued before.
+    pub date_before: Option<Timestamp>,
+}
+
+/// Storage failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The contract changed since it was read.
+    #[error("the contract was changed by another request; retry")]
+    Conflict,
+    /// A unique value is taken.
+    #[error("{0} already exists")]
+    Duplicate(String),
+    /// The database failed.
+    #[error("storage failure: {0}")]
+    Backend(String),
+}
+
+/// Result of a store call.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A cached idempotent response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotentResponse {
+    /// Hash of the request (method, path, body) that produced it.
+    pub request_hash: String,
+    /// HTTP status.
+    pub status: u16,
+    /// Body.
+    pub body: String,
+    /// When it was stored.
+    pub created_at: Timestamp,
+}
+
+/// Everything Tally stores, scoped by tenant: every call takes the tenant first.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates a tenant with the hash of its API key.
+    async fn create_tenant(&self, tenant: &Tenant, key_hash: &str) -> StoreResult<()>;
+    /// The tenant an API key hash belongs to.
+    async fn tenant_by_key(&self, key_hash: &str) -> StoreResult<Option<Tenant>>;
+    /// A tenant by id.
+    async fn tenant(&self, id: &str) -> StoreResult<Option<Tenant>>;
+    /// Every tenant id (for the bill run).
+    async fn tenant_ids(&self) -> StoreResult<Vec<String>>;
+    /// Updates settings and test clock.
+    async fn update_tenant(&self, tenant: &Tenant) -> StoreResult<()>;
+
+    /// The tenant's catalog.
+    async fn catalog(&self, tenant: &str) -> StoreResult<Catalog>;
+    /// Replaces the tenant's catalog.
+    async fn save_catalog(&self, tenant: &str, catalog: &Catalog) -> StoreResult<()>;
+
+    /// Creates or replaces a customer.
+    async fn save_customer(&self, tenant: &str, customer: &Customer) -> StoreResult<()>;
+    /// A customer by id or slug.
+    async fn customer(&self, tenant: &str, id_or_slug: &str) -> StoreResult<Option<Customer>>;
+    /// The customer's credit balance per currency.
+    async fn balances(
+        &self,
+        tenant: &str,
+        customer_id: &str,
+    ) -> StoreResult<BTreeMap<Currency, Decimal>>;
+
+    /// A contract by id.
+    async fn contract(&self, tenant: &str, id: &str) -> StoreResult<Option<StoredContract>>;
+    /// Contracts, optionally of one customer, in creation order.
+    async fn contracts(
+        &self,
+        tenant: &str,
+        customer_id: Option<&str>,
+        page: &Page,
+    ) -> StoreResult<(Vec<StoredContract>, u64)>;
+    /// Ids of contracts with a billing step due at or before `until`, at most `limit`.
+    async fn due_contracts(
+        &self,
+        tenant: &str,
+        until: Timestamp,
+        limit: u64,
+    ) -> StoreResult<Vec<String>>;
+
+    /// Writes a contract, its invoices (numbered gaplessly), balance changes and events in one
+    /// transaction.
+    async fn commit(&self, tenant: &str, commit: Commit) -> StoreResult<Committed>;
+
+    /// Records usage of a contract.
+    async fn record_usage(
+        &self,
+        tenant: &str,
+        contract_id: &str,
+        records: &[UsageRecord],
+    ) -> StoreResult<()>;
+    /// A contract's usage at or after `since`.
+    async fn usage(
+        &self,
+        tenant: &str,
+        contract_id: &str,
+        since: Timestamp,
+    ) -> StoreResult<Vec<UsageRecord>>;
+
+    /// Invoices, newest last, with the total count.
+    async fn invoices(
+        &self,
+        tenant: &str,
+        filter: &InvoiceFilter,
+        page: &Page,
+    ) -> StoreResult<(Vec<Invoice>, u64)>;
+    /// One invoice.
+    async fn invoice(&self, tenant: &str, id: &str) -> StoreResult<Option<Invoice>>;
+    /// Marks an invoice paid or void.
+    async fn set_invoice_status(
+        &self,
+        tenant: &str,
+        id: &str,
+        status: InvoiceStatus,
+    ) -> StoreResult<()>;
+
+    /// A contract's events in order.
+    async fn events(&self, tenant: &str, contract_id: &str) -> StoreResult<Vec<Event>>;
+
+    /// A stored idempotent response.
+    async fn idempotent(&self, tenant: &str, key: &str) -> StoreResult<Option<IdempotentResponse>>;
+    /// Stores an idempotent response (first writer wins).
+    async fn save_idempotent(
+        &self,
+        tenant: &str,
+        key: &str,
+        response: &IdempotentResponse,
+    ) -> StoreResult<()>;
+
+    /// Checks the database answers.
+    async fn ping(&self) -> StoreResult<()>;
+}
+
+/// The instant a contract's next billing step is due, for indexing.
+pub fn next_due(c: &Contract) -> Option<Timestamp> {
+    next_step(c).map(|(t, _)| t)
+}
+
+/// Formats an invoice number: year of issue and a per-tenant sequence.
+pub fn invoice_number(issued_at: Timestamp, seq: i64) -> String {
+    let year = issued_at.to_zoned(jiff::tz::TimeZone::UTC).year();
+    format!("{year}-{seq:06}")
+}

@@ -1,0 +1,536 @@
+//! End-to-end tests: the real server on port 0 over a fresh SQLite file per test, driven over
+//! HTTP; and the shipped example scenarios run through `simulate`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+struct App {
+    base: String,
+    client: reqwest::Client,
+    tally: tally_app::Tally,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn spawn_app() -> App {
+    let path = std::env::temp_dir().join(format!("tally-test-{}.db", uuid_like()));
+    let url = format!("sqlite://{}", path.display());
+    let server = tally::Server::build("127.0.0.1:0", &url).await.unwrap();
+    let addr = server.addr().unwrap();
+    let tally = server.tally.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.run(Duration::ZERO, async {
+        let _ = rx.await;
+    }));
+    App {
+        base: format!("http://{addr}"),
+        client: reqwest::Client::new(),
+        tally,
+        _shutdown: tx,
+    }
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}-{}",
+        std::process::id(),
+        jiff::Timestamp::now().as_nanosecond(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+const CATALOG: &str = r#"{
+  "features": [
+    {"slug": "platform", "kind": "flat"},
+    {"slug": "seats", "kind": "per_unit"},
+    {"slug": "api_calls", "kind": "usage"}
+  ],
+  "plans": [
+    {"slug": "basic", "name": "Basic", "pricings": [{"slug": "basic-v1", "published_at": "2024-01-01T00:00:00Z",
+      "prices": [{"currency": "usd", "cycle": "month", "features": {
+        "platform": {"flat_fee": "10.00"}, "seats": {"price": "5.00"}, "api_calls": {"price": "0.001"}}}]}]},
+    {"slug": "pro", "name": "Pro", "pricings": [{"slug": "pro-v1", "published_at": "2024-01-01T00:00:00Z",
+      "prices": [{"currency": "usd", "cycle": "month", "features": {
+        "platform": {"flat_fee": "30.00"}, "seats": {"price": "8.00"}}}]}]}
+  ],
+  "customers": [{"slug": "acme", "name": "Acme"}]
+}"#;
+
+struct Tenant {
+    key: String,
+}
+
+impl App {
+    /// A test-mode tenant with the test catalog and its clock at 2024-03-01.
+    async fn tenant(&self) -> Tenant {
+        let (mut t, key) = self.tally.create_tenant("t", true).await.unwrap();
+        t.clock = Some("2024-03-01T00:00:00Z".parse().unwrap());
+        self.tally.store.update_tenant(&t).await.unwrap();
+        let r = self.post(&key, "/v1/c/catalog", CATALOG).await;
+        assert_eq!(r.0, 200, "{}", r.1);
+        Tenant { key }
+    }
+
+    async fn post(&self, key: &str, path: &str, body: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("wb-key", key)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let ct = r
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        if status >= 400 {
+            assert_eq!(ct, "application/problem+json", "{path}: {v}");
+        }
+        (status, v)
+    }
+
+    async fn get(&self, key: &str, path: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .header("wb-key", key)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn signup(&self, t: &Tenant, seats: &str) -> String {
+        let body = json!({"customer": "acme", "plan": "basic", "currency": "usd", "cycle": "month",
+                          "unit_count_configuration": {"seats": seats}});
+        let (s, v) = self.post(&t.key, "/v1/c/contract", &body.to_string()).await;
+        assert_eq!(s, 200, "{v}");
+        v.as_str().unwrap().to_string()
+    }
+}
+
+fn amounts(inv: &Value) -> Vec<String> {
+    inv["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["amount"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn seats_change(seats: &str, date: &str) -> String {
+    json!({"upgrade_configuration": {"upgrade_strategy": "change_unit_count",
+        "activation": {"type": "date", "upgrade_date": date},
+        "unit_count_configuration": {"seats": seats}}})
+    .to_string()
+}
+
+#[tokio::test]
+async fn signup_issues_the_first_invoice() {
+    let app = spawn_app().await;
+    let t = app.tenant().await;
+    let id = app.signup(&t, "4").await;
+    assert!(id.starts_with("Cont_"));
+    let (s, page) = app.get(&t.key, "/v1/c/invoice").await;
+    assert_eq!(s, 200);
+    assert_eq!(page["total"], 1);
+    let inv = &page["hits"][0];
+    // 10.00 platform + 4 x 5.00 seats = 30.00
+    assert_eq!(amounts(inv), ["10.00", "20.00"]);
+    assert_eq!(inv["net"], "30.00");
+    assert_eq!(inv["reason"], "signup");
+    assert_eq!(inv["number"], "2024-000001");
+    let (_, c) = app.get(&t.key, &format!("/v1/c/contract/{id}")).await;
+    assert_eq!(c["contract_summary"]["status"], "active");
+    assert_eq!(c["billing_information"]["current_period_idx"], 1);
+    assert_eq!(
+        c["billing_information"]["current_period"]["end"],
+        "2024-04-01T00:00:00Z"
+    );
+}
+
+#[tokio::test]
+async fn estimate_equals_the_executed_upgrade() {
+    let app = spawn_app().await;
+    let t = app.tenant().await;
+    let id = app.signup(&t, "4").await;
+    let (s, _) = app
+        .post(
+            &t.key,
+            "/v1/c/test_clock/advance",
+            r#"{"to": "2024-03-15T00:00:00Z"}"#,
+        )
+        .await;
+    assert_eq!(s, 200);
+    let body = seats_change("10", "2024-03-15T00:00:00Z");
+    let (s, est) = app
+        .post(
+            &t.key,
+            &format!("/v1/c/contract/{id}/upgrade_estimate"),
+            &body,
+        )
+        .await;
+    assert_eq!(s, 200, "{est}");
+    // 17 of March's 31 days remain: credit 4 x 5.00 x 17/31 = 10.9677 -> 10.97, charge
+    // 10 x 5.00 x 17/31 = 27.4193 -> 27.42; the flat fee is credited and charged alike:
+    // 10.00 x 17/31 = 5.4838 -> 5.48 each way.
+    assert_eq!(
+        amounts(&est["invoice"]),
+        ["-5.48", "-10.97", "5.48", "27.42"]
+    );
+    assert_eq!(est["is_downgrade"], false);
+    assert_eq!(est["pro_rate_new_contract"], "32.90");
+    assert_eq!(est["pro_rate_old_contract"], "-16.45");
+    // The estimate changed nothing.
+    let (_, page) = app.get(&t.key, "/v1/c/invoice").await;
+    assert_eq!(page["total"], 1);
+
+    let (s, v) = app
+        .post(&t.key, &format!("/v1/c/contract/{id}/upgrade"), &body)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v, json!(id));
+    let (_, page) = app
+        .get(&t.key, &format!("/v1/c/contract/{id}/invoices"))
+        .await;
+    assert_eq!(page["total"], 2);
+    let executed = &page["hits"][1];
+    assert_eq!(executed["lines"], est["invoice"]["lines"]);
+    assert_eq!(executed["gross"], est["invoice"]["gross"]);
+    assert_eq!(executed["net"], "16.45");
+}
+
+#[tokio::test]
+async fn a_scheduled_change_applies_when_the_clock_reaches_it() {
+    let app = spawn_app().await;
+    let t = app.tenant().await;
+    let id = app.signup(&t, "4").await;
+    let body = json!({"upgrade_configuration": {"upgrade_strategy": "new_plan", "plan_id": "pro",
+        "currency": "usd", "cycle": "month", "activation": {"type": "next_cycle"},
+        "unit_count_configuration": {"seats": "2"}, "unit_configuration": {}}})
+    .to_string();
+    let (s, est) = app
+        .post(
+            &t.key,
+            &format!("/v1/c/contract/{id}/upgrade_estimate"),
+            &body,
+        )
+        .await;
+    assert_eq!(s, 200, "{est}");
+    assert_eq!(est["scheduled"], true);
+    assert_eq!(est["effective_at"], "2024-04-01T00:00:00Z");
+    assert!(est["invoice"].is_null());
+    let (s, _) = app
+        .post(&t.key, &format!("/v1/c/contract/{id}/upgrade"), &body)
+        .await;
+    assert_eq!(s, 200);
+    let (_, sched) = app
+        .get(&t.key, &format!("/v1/c/contract/{id}/scheduled_changes"))
+        .await;
+    assert_eq!(sched.as_array().unwrap().len(), 1);
+    let (s, adv) = app
+        .post(
+            &t.key,
+            "/v1/c/test_clock/advance",
+            r#"{"to": "2024-04-01T00:00:00Z"}"#,
+        )
+        .await;
+    assert_eq!(s, 200, "{adv}");
+    let invs = adv["invoices"].as_array().unwrap();
+    assert_eq!(invs.len(), 1);
+    // April on Pro: 30.00 platform + 2 x 8.00 seats = 46.00
+    assert_eq!(amounts(&invs[0]), ["30.00", "16.00"]);
+    assert_eq!(invs[0]["reason"], "renewal");
+    let (_, c) = app.get(&t.key, &format!("/v1/c/contract/{id}")).await;
+    assert_eq!(c["plan"]["slug"], "pro");
+    assert_eq!(c["phases"].as_array().unwrap().len(), 2);
+    assert_eq!(c["scheduled_changes"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn usage_is_billed_in_arrears() {
+    let app = spawn_app().await;
+    let t = app.tenant().await;
+    let id = app.signup(&t, "1").await;
+    let (s, v) = app
+        .post(
+            &t.key,
+            "/v1/c/usage",
+            r#"{"customer_id": "acme", "feature_slug": "api_calls", "units": "2500", "timestamp": "2024-03-10T00:00:00Z"}"#,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = app
+        .post(
+            &t.key,
+            "/v1/c/usage/bulk",
+            r#"[{"customer_id": "acme", "feature_slug": "api_calls", "units": "500", "timestamp": "2024-03-11T00:00:00Z"},
+                {"customer_id": "acme", "feature_slug": "nope", "units": "1"},
+                {"customer_id": "acme", "feature_slug": "api_calls", "units": "-3"}]"#,
+        )
+        .await;
+    assert_eq!(s, 422);
+    assert!(
+        v["errors"]["1"].is_object() && v["errors"]["2"].is_object(),
+        "{v}"
+    );
+    assert!(v["errors"]["0"].is_null());
+    let (_, adv) = app
+        .post(
+            &t.key,
+            "/v1/c/test_clock/advance",
+            r#"{"to": "2024-04-01T00:00:00Z"}"#,
+        )
+        .await;
+    let inv = &adv["invoices"][0];
+    // March usage (2500 + 500) x 0.001 = 3.00, then April in advance: 10.00 + 5.00
+    assert_eq!(amounts(inv), ["3.00", "10.00", "5.00"]);
+    assert_eq!(inv["contract_id"], json!(id));
+}
+
+#[tokio::test]
+async fn an_idempotency_key_replays_the_first_response() {
+    let app = spawn_app().await;
+    let t = app.tenant().await;
+    let body = json!({"customer": "acme", "plan": "basic", "currency": "usd", "cycle": "month"})
+        .to_string();
+    let send = |b: String| {
+        let c = app.client.clone();
+        let url = format!("{}/v1/c/contract", app.base);
+        let key = t.key.clone();
+        async move {
+            let r = c
+                .post(url)
+                .header("wb-key", key)
+                .header("idempotency-key", "k-1")
+                .header("content-type", "application/json")
+                .body(b)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let first = send(body.clone()).await;
+    let second = send(body.clone()).await;
+    assert_eq!(first.0, 200);
+    assert_eq!(first, second);
+    let (_, list) = app.get(&t.key, "/v1/c/contract").await;
+    assert_eq!(list["total"], 1);
+    let other = send(body.replace("month", "year")).await;
+    assert_eq!(other.0, 422);
+    assert!(other.1.contains("idempotency_key_reused"));
+}
+
+#[tokio::test]
+async fn a_key_never_sees_another_tenants_objects() {
+    let app = spawn_app().await;
+    let a = app.tenant().await;
+    let b = app.tenant().await;
+    let id = app.signup(&a, "1").await;
+    let (_, page) = app.get(&a.key, "/v1/c/invoice").await;
+    let inv = page["hits"][0]["id"].as_str().unwrap().to_string();
+    let (_, cust) = app.get(&a.key, "/v1/c/customer/acme").await;
+    let cust_id = cust["id"].as_str().unwrap().to_string();
+    for path in [
+        format!("/v1/c/contract/{id}"),
+        format!("/v1/c/contract/{id}/history"),
+        format!("/v1/c/contract/{id}/invoices"),
+        format!("/v1/c/contract/{id}/scheduled_changes"),
+        format!("/v1/c/invoice/{inv}"),
+        format!("/v1/c/customer/{cust_id}"),
+        format!("/v1/c/customer/{cust_id}/balance"),
+    ] {
+        let (s, _) = app.get(&b.key, &path).await;
+        assert_eq!(s, 404, "GET {path}");
+    }
+    for (path, body) in [
+        (
+            format!("/v1/c/contract/{id}/upgrade"),
+            seats_change("2", "2024-03-02T00:00:00Z"),
+        ),
+        (
+            format!("/v1/c/contract/{id}/upgrade_estimate"),
+            seats_change("2", "2024-03-02T00:00:00Z"),
+        ),
+        (
+            format!("/v1/c/contract/{id}/cancel"),
+            r#"{"mode": "now"}"#.to_string(),
+        ),
+        (format!("/v1/c/contract/{id}/activate"), "{}".to_string()),
+        (format!("/v1/c/invoice/{inv}/pay"), "{}".to_string()),
+        (format!("/v1/c/invoice/{inv}/void"), "{}".to_string()),
+        (
+            "/v1/c/customer".to_string(),
+            json!({"id": cust_id, "name": "x"}).to_string(),
+        ),
+        (
+            "/v1/c/contract".to_string(),
+            json!({"customer": cust_id, "plan": "basic", "currency": "usd", "cycle": "month"})
+                .to_string(),
+        ),
+    ] {
+        let (s, v) = app.post(&b.key, &path, &body).await;
+        assert_eq!(s, 404, "POST {path}: {v}");
+    }
+    let (_, list) = app.get(&b.key, "/v1/c/invoice").await;
+    assert_eq!(list["total"], 0);
+}
+
+#[tokio::test]
+async fn bad_input_is_a_problem_never_a_500() {
+    let app = spawn_app().await;
+    let t = app.tenant().await;
+    let id = app.signup(&t, "4").await;
+    let up = format!("/v1/c/contract/{id}/upgrade");
+    let cases: Vec<(&str, String, u16, &str, Option<&str>)> = vec![
+        ("/v1/c/contract", "{not json".into(), 400, "malformed_json", None),
+        ("/v1/c/contract", json!({"customer": "acme", "plan": "basic", "currency": "usd", "cycle": 5}).to_string(), 422, "invalid_body", Some("cycle")),
+        ("/v1/c/contract", json!({"customer": "acme", "plan": "basic", "currency": "usd", "cycle": "fortnight"}).to_string(), 422, "invalid_body", Some("cycle")),
+        ("/v1/c/contract", json!({"customer": "acme", "plan": "basic", "currency": "usd"}).to_string(), 422, "invalid_body", None),
+        ("/v1/c/contract", json!({"customer": "acme", "plan": "basic", "currency": "usd", "cycle": "month", "colour": "red"}).to_string(), 422, "invalid_body", Some("colour")),
+        ("/v1/c/contract", json!({"customer": "nobody", "plan": "basic", "currency": "usd", "cycle": "month"}).to_string(), 404, "not_found", Some("customer")),
+        ("/v1/c/contract", json!({"customer": "acme", "plan": "gold", "currency": "usd", "cycle": "month"}).to_string(), 404, "not_found", Some("plan")),
+        ("/v1/c/contract", json!({"customer": "acme", "plan": "basic", "currency": "eur", "cycle": "month"}).to_string(), 422, "not_sold_in_currency_or_cycle", Some("currency")),
+        ("/v1/c/contract", json!({"customer": "acme", "plan": "basic", "currency": "usd", "cycle": "month", "unit_count_configuration": {"seats": "-2"}}).to_string(), 422, "negative_value", Some("unit_count_configuration.seats")),
+        ("/v1/c/contract", json!({"customer": "acme", "plan": "basic", "currency": "usd", "cycle": "month", "unit_count_configuration": {"chairs": "2"}}).to_string(), 422, "unknown_feature", Some("unit_count_configuration.chairs")),
+        (&up, seats_change("-1", "2024-03-02T00:00:00Z"), 422, "negative_value", Some("upgrade_configuration.unit_count_configuration.seats")),
+        (&up, seats_change("5", "2024-02-01T00:00:00Z"), 422, "date_out_of_range", Some("upgrade_configuration.activation.upgrade_date")),
+        (&up, seats_change("1", "2024-03-01T12:00:00Z"), 422, "downgrade_requires_next_cycle_or_downgrade_allowed", Some("downgrade_allowed")),
+        (&up, json!({"upgrade_configuration": {"upgrade_strategy": "teleport"}}).to_string(), 422, "invalid_body", Some("upgrade_configuration.upgrade_strategy")),
+        ("/v1/c/contract/Cont_nope/upgrade", seats_change("5", "2024-03-02T00:00:00Z"), 404, "not_found", Some("contract_id")),
+        ("/v1/c/test_clock/advance", r#"{"to": "2020-01-01T00:00:00Z"}"#.into(), 422, "invalid_value", Some("to")),
+    ];
+    for (path, body, status, code, param) in cases {
+        let (s, v) = app.post(&t.key, path, &body).await;
+        assert_eq!(s, status, "{path} {body}: {v}");
+        assert_eq!(v["code"], code, "{path} {body}: {v}");
+        if let Some(p) = param {
+            assert_eq!(v["param"], p, "{path} {body}: {v}");
+        }
+        assert_eq!(v["status"], status);
+    }
+    // Nothing of the refused requests was written.
+    let (_, list) = app.get(&t.key, "/v1/c/invoice").await;
+    assert_eq!(list["total"], 1);
+    let (s, v) = app.get("wrong", "/v1/c/invoice").await;
+    assert_eq!((s, v["code"].as_str()), (401, Some("invalid_api_key")));
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_answer() {
+    let app = spawn_app().await;
+    let r = app
+        .client
+        .get(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = app
+        .client
+        .get(format!("{}/readyz", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let _ = app.get("nokey", "/v1/c/invoice").await;
+    let r = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap();
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("tally_http_responses_total{class=\"4xx\"} 1"),
+        "{text}"
+    );
+}
+
+fn example(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(name)
+}
+
+#[tokio::test]
+async fn example_upgrade_mid_month_with_seats() {
+    let r = tally::simulate::run(&example("upgrade-mid-month-with-seats.yaml"))
+        .await
+        .unwrap();
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+    let inv = r.json["invoices"].as_array().unwrap();
+    assert_eq!(inv.len(), 4);
+    // Jan 16, 5 -> 8 seats: usage 12000 x 0.001 = 12.00; support in arrears 50.00 x 15/31 =
+    // 24.19; unused platform 10.00 x 16/31 = 5.16 and 5 seats 25.00 x 16/31 = 12.90 credited;
+    // platform 5.16 and 8 seats 40.00 x 16/31 = 20.65 charged.
+    assert_eq!(
+        amounts(&inv[1]),
+        ["12.00", "24.19", "-5.16", "-12.90", "5.16", "20.65"]
+    );
+    // 12.00 + 24.19 - 5.16 - 12.90 + 5.16 + 20.65 = 43.94; 19% tax 8.3486 -> 8.35
+    assert_eq!(
+        (inv[1]["net"].as_str(), inv[1]["tax"].as_str()),
+        (Some("43.94"), Some("8.35"))
+    );
+    // The estimate of that step showed the same invoice.
+    assert_eq!(
+        r.json["steps"][2]["body"]["invoice"]["lines"],
+        inv[1]["lines"]
+    );
+}
+
+#[tokio::test]
+async fn example_downgrade_next_cycle() {
+    let r = tally::simulate::run(&example("downgrade-next-cycle.yaml"))
+        .await
+        .unwrap();
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+    let inv = r.json["invoices"].as_array().unwrap();
+    // Feb 1 on Basic with 3 seats: Pro's January support in arrears 50.00, then 10.00 + 3 x 5.00
+    assert_eq!(amounts(&inv[1]), ["50.00", "10.00", "15.00"]);
+}
+
+#[tokio::test]
+async fn example_billing_date_change() {
+    let r = tally::simulate::run(&example("billing-date-change.yaml"))
+        .await
+        .unwrap();
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+    let inv = r.json["invoices"].as_array().unwrap();
+    // [Feb 1, Feb 15) of the period [Jan 15, Feb 15) (31 days): platform 30.00 x 14/31 = 13.55,
+    // 2 seats 16.00 x 14/31 = 7.2258 -> 7.23
+    assert_eq!(amounts(&inv[1]), ["13.55", "7.23"]);
+    assert_eq!(inv[2]["issued_at"], "2024-02-15T00:00:00Z");
+}
+
+#[tokio::test]
+async fn example_trial_then_upgrade() {
+    let r = tally::simulate::run(&example("trial-then-upgrade.yaml"))
+        .await
+        .unwrap();
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+    let inv = r.json["invoices"].as_array().unwrap();
+    // Trial Mar 1-15, nothing billed; Mar 15 the first period with the 4 seats set during the
+    // trial: 10.00 + 4 x 5.00.
+    assert_eq!(inv[0]["issued_at"], "2024-03-15T00:00:00Z");
+    assert_eq!(amounts(&inv[0]), ["10.00", "20.00"]);
+    // Mar 22 to Pro: 24 of the 31 days [Mar 15, Apr 15) remain. Support in arrears 50.00 x 7/31
+    // = 11.29; credits 10.00 x 24/31 = 7.74, 20.00 x 24/31 = 15.48; charges 30.00 x 24/31 =
+    // 23.23, 4 x 8.00 x 24/31 = 24.77.
+    assert_eq!(
+        amounts(&inv[1]),
+        ["11.29", "-7.74", "-15.48", "23.23", "24.77"]
+    );
+}
