@@ -7,6 +7,7 @@ pub mod ids;
 pub mod memory;
 pub mod service;
 pub mod store;
+pub mod testkit;
 
 pub use service::{Actor, AppError, AppResult, ChangeResult, Clock, SystemClock, Tally};
 pub use store::Store;

@@ -181,12 +181,20 @@ impl Store for MemoryStore {
         limit: u64,
     ) -> StoreResult<Vec<String>> {
         self.with(|i| {
-            Ok(data(i, tenant)
+            let mut due: Vec<(Timestamp, String)> = data(i, tenant)
                 .contracts
                 .iter()
-                .filter(|c| next_due(&c.contract).is_some_and(|t| t <= until))
+                .filter_map(|c| {
+                    next_due(&c.contract)
+                        .filter(|t| *t <= until)
+                        .map(|t| (t, c.contract.id.clone()))
+                })
+                .collect();
+            due.sort();
+            Ok(due
+                .into_iter()
                 .take(limit as usize)
-                .map(|c| c.contract.id.clone())
+                .map(|(_, id)| id)
                 .collect())
         })
     }
@@ -374,5 +382,13 @@ impl Store for MemoryStore {
 
     async fn ping(&self) -> StoreResult<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn the_memory_store_passes_the_storage_suite() {
+        crate::testkit::run_all(std::sync::Arc::new(super::MemoryStore::new())).await;
     }
 }

@@ -654,7 +654,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO idempotency (tenant_id, key, body) VALUES (?, ?, ?)
-             ON CONFLICT (tenant_id, key) DO UPDATE SET body = excluded.body",
+             ON CONFLICT (tenant_id, key) DO NOTHING",
         )
         .bind(tenant)
         .bind(key)
@@ -671,5 +671,19 @@ impl Store for SqliteStore {
             .await
             .map_err(be)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn the_sqlite_store_passes_the_storage_suite() {
+        let path =
+            std::env::temp_dir().join(format!("tally-suite-{}.db", tally_app::ids::new_id("t")));
+        let store = super::SqliteStore::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        tally_app::testkit::run_all(std::sync::Arc::new(store)).await;
+        let _ = std::fs::remove_file(&path);
     }
 }

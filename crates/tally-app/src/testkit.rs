@@ -1,0 +1,563 @@
+//! The storage conformance suite: the behaviour every [`Store`] must have (tenant scoping,
+//! versions, gapless numbering under concurrent writers, step-key idempotency, balances, due
+//! contracts, paging). Each store's tests run [`run_all`] against a fresh database.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use rust_decimal::Decimal;
+use tally_core::prelude::*;
+
+use crate::ids::new_id;
+use crate::store::*;
+
+fn ts(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+async fn tenant(store: &dyn Store) -> Tenant {
+    let t = Tenant {
+        id: new_id("Ten"),
+        name: "suite".into(),
+        test_mode: true,
+        settings: Settings::default(),
+        clock: Some(ts("2024-01-01T00:00:00Z")),
+        created_at: ts("2024-01-01T00:00:00Z"),
+    };
+    store.create_tenant(&t, &new_id("hash")).await.unwrap();
+    let (catalog, _) = tally_core::examples::basic_catalog();
+    store.save_catalog(&t.id, &catalog).await.unwrap();
+    t
+}
+
+async fn customer(store: &dyn Store, t: &Tenant, slug: &str) -> Customer {
+    let c = Customer {
+        id: new_id("Cust"),
+        slug: Some(slug.into()),
+        name: Some(slug.into()),
+        emails: serde_json::json!({}),
+        customer_reference: None,
+        address: None,
+        metadata: BTreeMap::new(),
+        notes: None,
+        tax_rate: None,
+        created_at: ts("2024-01-01T00:00:00Z"),
+    };
+    store.save_customer(&t.id, &c).await.unwrap();
+    c
+}
+
+/// A signed contract and its signup invoice, computed by the core.
+fn signed(customer: &str, at: &str) -> (Contract, Vec<InvoiceDraft>) {
+    let (catalog, settings) = tally_core::examples::basic_catalog();
+    let cx = BillingContext::new(&catalog, &settings).unwrap();
+    let req = SignupRequest::new(
+        &new_id("Cont"),
+        customer,
+        "basic",
+        Currency::Usd,
+        Cycle::Month,
+    )
+    .seats("seats", 2);
+    let out = subscribe(&req, &cx, ts(at)).unwrap();
+    (out.contract, out.invoices)
+}
+
+/// Runs every check against `store`.
+pub async fn run_all(store: Arc<dyn Store>) {
+    tenants_and_keys(store.as_ref()).await;
+    catalog_and_customers(store.as_ref()).await;
+    contracts_versions_and_invoices(store.as_ref()).await;
+    step_keys_are_idempotent(store.as_ref()).await;
+    balances_follow_invoices(store.as_ref()).await;
+    due_contracts_and_usage(store.as_ref()).await;
+    lists_page_and_filter(store.as_ref()).await;
+    tenants_are_isolated(store.as_ref()).await;
+    idempotent_responses(store.as_ref()).await;
+    concurrent_writers_number_gaplessly(store.clone()).await;
+    store.ping().await.unwrap();
+}
+
+async fn tenants_and_keys(store: &dyn Store) {
+    let t = Tenant {
+        id: new_id("Ten"),
+        name: "keys".into(),
+        test_mode: false,
+        settings: Settings::default(),
+        clock: None,
+        created_at: ts("2024-01-01T00:00:00Z"),
+    };
+    let hash = new_id("hash");
+    store.create_tenant(&t, &hash).await.unwrap();
+    assert_eq!(store.tenant_by_key(&hash).await.unwrap(), Some(t.clone()));
+    assert_eq!(store.tenant_by_key("nope").await.unwrap(), None);
+    let dup = Tenant {
+        id: new_id("Ten"),
+        ..t.clone()
+    };
+    assert!(matches!(
+        store.create_tenant(&dup, &hash).await,
+        Err(StoreError::Duplicate(_))
+    ));
+    let mut moved = t.clone();
+    moved.clock = Some(ts("2030-01-01T00:00:00Z"));
+    moved.settings.tax_rate = Decimal::from(19);
+    store.update_tenant(&moved).await.unwrap();
+    assert_eq!(store.tenant(&t.id).await.unwrap(), Some(moved));
+    assert!(store.tenant_ids().await.unwrap().contains(&t.id));
+}
+
+async fn catalog_and_customers(store: &dyn Store) {
+    let t = tenant(store).await;
+    let (catalog, _) = tally_core::examples::basic_catalog();
+    assert_eq!(store.catalog(&t.id).await.unwrap(), catalog);
+    let c = customer(store, &t, "acme").await;
+    assert_eq!(store.customer(&t.id, &c.id).await.unwrap(), Some(c.clone()));
+    assert_eq!(
+        store.customer(&t.id, "acme").await.unwrap(),
+        Some(c.clone())
+    );
+    let mut renamed = c.clone();
+    renamed.name = Some("Acme Inc".into());
+    store.save_customer(&t.id, &renamed).await.unwrap();
+    assert_eq!(store.customer(&t.id, "acme").await.unwrap(), Some(renamed));
+}
+
+async fn contracts_versions_and_invoices(store: &dyn Store) {
+    let t = tenant(store).await;
+    let cu = customer(store, &t, "c").await;
+    let (c, invoices) = signed(&cu.id, "2024-01-01T00:00:00Z");
+    let done = store
+        .commit(
+            &t.id,
+            Commit {
+                contract: Some((c.clone(), 0)),
+                invoices,
+                events: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.version, 1);
+    assert_eq!(done.invoices.len(), 1);
+    assert_eq!(done.invoices[0].number, "2024-000001");
+    let stored = store.contract(&t.id, &c.id).await.unwrap().unwrap();
+    assert_eq!((stored.contract.clone(), stored.version), (c.clone(), 1));
+    // Inserting the same contract again is a duplicate; a stale version is a conflict and
+    // writes nothing.
+    let again = store
+        .commit(
+            &t.id,
+            Commit {
+                contract: Some((c.clone(), 0)),
+                ..Commit::default()
+            },
+        )
+        .await;
+    assert!(matches!(again, Err(StoreError::Duplicate(_))), "{again:?}");
+    let mut changed = c.clone();
+    changed.period_idx = 7;
+    let (_, more) = signed(&cu.id, "2024-02-01T00:00:00Z");
+    let stale = store
+        .commit(
+            &t.id,
+            Commit {
+                contract: Some((changed.clone(), 5)),
+                invoices: more.clone(),
+                events: vec![],
+            },
+        )
+        .await;
+    assert!(matches!(stale, Err(StoreError::Conflict)), "{stale:?}");
+    let (list, total) = store
+        .invoices(
+            &t.id,
+            &InvoiceFilter::default(),
+            &Page {
+                offset: 0,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((list.len(), total), (1, 1), "a lost race writes no invoice");
+    let ok = store
+        .commit(
+            &t.id,
+            Commit {
+                contract: Some((changed.clone(), 1)),
+                invoices: more,
+                events: vec![Event {
+                    id: new_id("Evt"),
+                    kind: "v1.contract.renewed".into(),
+                    contract_id: Some(c.id.clone()),
+                    at: ts("2024-02-01T00:00:00Z"),
+                    actor: "suite".into(),
+                    request_id: None,
+                    data: serde_json::json!({}),
+                }],
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok.version, 2);
+    assert_eq!(ok.invoices[0].number, "2024-000002");
+    assert_eq!(
+        store
+            .contract(&t.id, &c.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .contract
+            .period_idx,
+        7
+    );
+    assert_eq!(store.events(&t.id, &c.id).await.unwrap().len(), 1);
+    let inv = &ok.invoices[0];
+    assert_eq!(
+        store.invoice(&t.id, &inv.id).await.unwrap().as_ref(),
+        Some(inv)
+    );
+    store
+        .set_invoice_status(&t.id, &inv.id, InvoiceStatus::Paid)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.invoice(&t.id, &inv.id).await.unwrap().unwrap().status,
+        InvoiceStatus::Paid
+    );
+}
+
+async fn step_keys_are_idempotent(store: &dyn Store) {
+    let t = tenant(store).await;
+    let cu = customer(store, &t, "c").await;
+    let (c, invoices) = signed(&cu.id, "2024-01-01T00:00:00Z");
+    store
+        .commit(
+            &t.id,
+            Commit {
+                contract: Some((c.clone(), 0)),
+                invoices: invoices.clone(),
+                events: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    // The same billing step again: nothing issued, no number used.
+    let again = store
+        .commit(
+            &t.id,
+            Commit {
+                contract: Some((c.clone(), 1)),
+                invoices,
+                events: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    assert!(again.invoices.is_empty());
+    let (_, next) = signed(&cu.id, "2024-03-01T00:00:00Z");
+    let third = store
+        .commit(
+            &t.id,
+            Commit {
+                contract: None,
+                invoices: next,
+                events: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(third.invoices[0].number, "2024-000002");
+}
+
+async fn balances_follow_invoices(store: &dyn Store) {
+    let t = tenant(store).await;
+    let cu = customer(store, &t, "c").await;
+    let (c, mut invoices) = signed(&cu.id, "2024-01-01T00:00:00Z");
+    invoices[0].credit_added = Decimal::new(1250, 2);
+    store
+        .commit(
+            &t.id,
+            Commit {
+                contract: Some((c.clone(), 0)),
+                invoices,
+                events: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    let (_, mut more) = signed(&cu.id, "2024-02-01T00:00:00Z");
+    more[0].credit_applied = Decimal::new(250, 2);
+    store
+        .commit(
+            &t.id,
+            Commit {
+                contract: None,
+                invoices: more,
+                events: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    // 12.50 added, 2.50 applied: 10.00 left
+    let b = store.balances(&t.id, &cu.id).await.unwrap();
+    assert_eq!(b.get(&Currency::Usd).copied(), Some(Decimal::new(1000, 2)));
+}
+
+async fn due_contracts_and_usage(store: &dyn Store) {
+    let t = tenant(store).await;
+    let cu = customer(store, &t, "c").await;
+    let mut ids = Vec::new();
+    for day in ["2024-01-03", "2024-01-01", "2024-01-02"] {
+        let (c, inv) = signed(&cu.id, &format!("{day}T00:00:00Z"));
+        ids.push(c.id.clone());
+        store
+            .commit(
+                &t.id,
+                Commit {
+                    contract: Some((c, 0)),
+                    invoices: inv,
+                    events: vec![],
+                },
+            )
+            .await
+            .unwrap();
+    }
+    // Renewals fall on Feb 3, Feb 1, Feb 2: due by Feb 2, in order of due instant.
+    let due = store
+        .due_contracts(&t.id, ts("2024-02-02T00:00:00Z"), 10)
+        .await
+        .unwrap();
+    assert_eq!(due, vec![ids[1].clone(), ids[2].clone()]);
+    let one = store
+        .due_contracts(&t.id, ts("2024-03-01T00:00:00Z"), 1)
+        .await
+        .unwrap();
+    assert_eq!(one, vec![ids[1].clone()]);
+    assert!(
+        store
+            .due_contracts(&t.id, ts("2024-01-31T00:00:00Z"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let rec = |u: i64, at: &str| UsageRecord {
+        feature_slug: "api_calls".into(),
+        units: Decimal::from(u),
+        timestamp: ts(at),
+        is_absolute: false,
+    };
+    store
+        .record_usage(
+            &t.id,
+            &ids[0],
+            &[
+                rec(5, "2024-01-05T00:00:00Z"),
+                rec(7, "2024-01-20T00:00:00Z"),
+            ],
+        )
+        .await
+        .unwrap();
+    let got = store
+        .usage(&t.id, &ids[0], ts("2024-01-10T00:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(got, vec![rec(7, "2024-01-20T00:00:00Z")]);
+    assert!(
+        store
+            .usage(&t.id, &ids[1], ts("2024-01-01T00:00:00Z"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn lists_page_and_filter(store: &dyn Store) {
+    let t = tenant(store).await;
+    let a = customer(store, &t, "a").await;
+    let b = customer(store, &t, "b").await;
+    for (cu, day) in [(&a, "01"), (&b, "02"), (&a, "03"), (&a, "04")] {
+        let (c, inv) = signed(&cu.id, &format!("2024-01-{day}T00:00:00Z"));
+        store
+            .commit(
+                &t.id,
+                Commit {
+                    contract: Some((c, 0)),
+                    invoices: inv,
+                    events: vec![],
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let (page, total) = store
+        .contracts(
+            &t.id,
+            Some(&a.id),
+            &Page {
+                offset: 1,
+                limit: 1,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((page.len(), total), (1, 3));
+    assert_eq!(
+        page[0].contract.activation,
+        Some(ts("2024-01-03T00:00:00Z"))
+    );
+    let f = InvoiceFilter {
+        customer_id: Some(a.id.clone()),
+        date_after: Some(ts("2024-01-02T00:00:00Z")),
+        ..InvoiceFilter::default()
+    };
+    let (list, total) = store
+        .invoices(
+            &t.id,
+            &f,
+            &Page {
+                offset: 0,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(total, 2);
+    let numbers: Vec<&str> = list.iter().map(|i| i.number.as_str()).collect();
+    assert_eq!(numbers, ["2024-000003", "2024-000004"]);
+    let before = InvoiceFilter {
+        date_before: Some(ts("2024-01-02T00:00:00Z")),
+        ..InvoiceFilter::default()
+    };
+    assert_eq!(
+        store
+            .invoices(
+                &t.id,
+                &before,
+                &Page {
+                    offset: 0,
+                    limit: 10
+                }
+            )
+            .await
+            .unwrap()
+            .1,
+        1
+    );
+}
+
+async fn tenants_are_isolated(store: &dyn Store) {
+    let t1 = tenant(store).await;
+    let t2 = tenant(store).await;
+    let cu = customer(store, &t1, "shared-slug").await;
+    customer(store, &t2, "shared-slug").await;
+    let (c, inv) = signed(&cu.id, "2024-01-01T00:00:00Z");
+    let done = store
+        .commit(
+            &t1.id,
+            Commit {
+                contract: Some((c.clone(), 0)),
+                invoices: inv,
+                events: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    assert!(store.contract(&t2.id, &c.id).await.unwrap().is_none());
+    assert!(store.customer(&t2.id, &cu.id).await.unwrap().is_none());
+    assert!(
+        store
+            .invoice(&t2.id, &done.invoices[0].id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store
+            .contracts(
+                &t2.id,
+                None,
+                &Page {
+                    offset: 0,
+                    limit: 10
+                }
+            )
+            .await
+            .unwrap()
+            .1,
+        0
+    );
+    // Numbering is per tenant.
+    let (c2, inv2) = signed(&cu.id, "2024-01-01T00:00:00Z");
+    let d2 = store
+        .commit(
+            &t2.id,
+            Commit {
+                contract: Some((c2, 0)),
+                invoices: inv2,
+                events: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(d2.invoices[0].number, "2024-000001");
+}
+
+async fn idempotent_responses(store: &dyn Store) {
+    let t = tenant(store).await;
+    let first = IdempotentResponse {
+        request_hash: "h1".into(),
+        status: 200,
+        body: "\"Cont_1\"".into(),
+        created_at: ts("2024-01-01T00:00:00Z"),
+    };
+    store.save_idempotent(&t.id, "k", &first).await.unwrap();
+    let second = IdempotentResponse {
+        request_hash: "h2".into(),
+        ..first.clone()
+    };
+    store.save_idempotent(&t.id, "k", &second).await.unwrap();
+    assert_eq!(
+        store.idempotent(&t.id, "k").await.unwrap(),
+        Some(first),
+        "the first writer wins"
+    );
+    assert_eq!(store.idempotent(&t.id, "other").await.unwrap(), None);
+}
+
+async fn concurrent_writers_number_gaplessly(store: Arc<dyn Store>) {
+    let t = tenant(store.as_ref()).await;
+    let cu = customer(store.as_ref(), &t, "c").await;
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let store = store.clone();
+        let tid = t.id.clone();
+        let cid = cu.id.clone();
+        tasks.push(tokio::spawn(async move {
+            let (c, inv) = signed(&cid, "2024-01-01T00:00:00Z");
+            store
+                .commit(
+                    &tid,
+                    Commit {
+                        contract: Some((c, 0)),
+                        invoices: inv,
+                        events: vec![],
+                    },
+                )
+                .await
+                .unwrap()
+        }));
+    }
+    let mut numbers = Vec::new();
+    for task in tasks {
+        numbers.extend(task.await.unwrap().invoices.into_iter().map(|i| i.number));
+    }
+    numbers.sort();
+    let want: Vec<String> = (1..=16).map(|n| format!("2024-{n:06}")).collect();
+    assert_eq!(numbers, want);
+}
