@@ -14,7 +14,8 @@ pub mod simulate;
 /// Rows a bill-run batch reads at a time: memory stays flat however many contracts are due.
 pub const BATCH: u64 = 1000;
 
-/// Opens the store a database URL names (`sqlite://PATH`, `sqlite::memory:`), migrating it.
+/// Opens the store a database URL names (`sqlite://PATH`, `sqlite::memory:`,
+/// `postgres://USER@HOST/DB`), migrating it.
 ///
 /// # Errors
 /// An unsupported scheme, or a database that cannot be opened or migrated.
@@ -25,7 +26,13 @@ pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
             .with_context(|| format!("opening {url}"))?;
         return Ok(Arc::new(store));
     }
-    bail!("unsupported database URL `{url}`: use sqlite://PATH")
+    if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        let store = tally_store_postgres::PgStore::connect(url)
+            .await
+            .with_context(|| format!("connecting to {url}"))?;
+        return Ok(Arc::new(store));
+    }
+    bail!("unsupported database URL `{url}`: use sqlite://PATH or postgres://USER@HOST/DB")
 }
 
 /// A bound, not yet running server.

@@ -28,7 +28,7 @@ enum LogFormat {
 
 #[derive(clap::Args)]
 struct Db {
-    /// Database URL (`sqlite://tally.db`).
+    /// Database URL (`sqlite://tally.db`, `postgres://user@host/db`).
     #[arg(
         long = "database",
         env = "TALLY_DATABASE_URL",

@@ -12,12 +12,47 @@ struct App {
     client: reqwest::Client,
     tally: tally_app::Tally,
     _shutdown: tokio::sync::oneshot::Sender<()>,
+    /// The PostgreSQL URL and schema to drop when the test is done.
+    schema: Option<(String, String)>,
+}
+
+impl App {
+    async fn drop_schema(&self) {
+        if let Some((url, schema)) = &self.schema {
+            tally_store_postgres::PgStore::drop_schema(url, schema)
+                .await
+                .unwrap();
+        }
+    }
 }
 
 async fn spawn_app() -> App {
     let path = std::env::temp_dir().join(format!("tally-test-{}.db", uuid_like()));
-    let url = format!("sqlite://{}", path.display());
-    let server = tally::Server::build("127.0.0.1:0", &url).await.unwrap();
+    spawn_on(&format!("sqlite://{}", path.display())).await
+}
+
+/// The server over PostgreSQL when `TALLY_TEST_POSTGRES_URL` is set (each test's tenants are its
+/// own, so tests share the database); `None`, with a message, otherwise.
+async fn spawn_pg_app() -> Option<App> {
+    let Ok(url) = std::env::var("TALLY_TEST_POSTGRES_URL") else {
+        eprintln!(
+            "skipped: TALLY_TEST_POSTGRES_URL is not set, so this test did not run on PostgreSQL"
+        );
+        return None;
+    };
+    // A schema of this test's own, so tests and runs never see each other's tables.
+    let schema = format!("tally_e2e_{}", uuid_like().replace('-', "_"));
+    tally_store_postgres::PgStore::connect_in_schema(&url, Some(&schema))
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {url} must be reachable: {e}"));
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let mut app = spawn_on(&format!("{url}{sep}options=-c%20search_path%3D{schema}")).await;
+    app.schema = Some((url, schema));
+    Some(app)
+}
+
+async fn spawn_on(url: &str) -> App {
+    let server = tally::Server::build("127.0.0.1:0", url).await.unwrap();
     let addr = server.addr().unwrap();
     let tally = server.tally.clone();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -29,6 +64,7 @@ async fn spawn_app() -> App {
         client: reqwest::Client::new(),
         tally,
         _shutdown: tx,
+        schema: None,
     }
 }
 
@@ -161,7 +197,26 @@ async fn signup_issues_the_first_invoice() {
 
 #[tokio::test]
 async fn estimate_equals_the_executed_upgrade() {
-    let app = spawn_app().await;
+    estimate_equals_execution(&spawn_app().await).await;
+}
+
+#[tokio::test]
+async fn estimate_equals_the_executed_upgrade_on_postgres() {
+    if let Some(app) = spawn_pg_app().await {
+        estimate_equals_execution(&app).await;
+        app.drop_schema().await;
+    }
+}
+
+#[tokio::test]
+async fn a_key_never_sees_another_tenants_objects_on_postgres() {
+    if let Some(app) = spawn_pg_app().await {
+        isolation(&app).await;
+        app.drop_schema().await;
+    }
+}
+
+async fn estimate_equals_execution(app: &App) {
     let t = app.tenant().await;
     let id = app.signup(&t, "4").await;
     let (s, _) = app
@@ -334,7 +389,10 @@ async fn an_idempotency_key_replays_the_first_response() {
 
 #[tokio::test]
 async fn a_key_never_sees_another_tenants_objects() {
-    let app = spawn_app().await;
+    isolation(&spawn_app().await).await;
+}
+
+async fn isolation(app: &App) {
     let a = app.tenant().await;
     let b = app.tenant().await;
     let id = app.signup(&a, "1").await;

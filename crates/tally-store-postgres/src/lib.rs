@@ -1,0 +1,744 @@
+//! The PostgreSQL [`Store`]: Tally's production database, with its migrations embedded, for any
+//! number of `tally` processes. Contracts are stored whole (JSON) beside the indexed columns the
+//! bill run and lists need; a commit is one transaction: the contract's version check, then the
+//! tenant's invoice counter (a row lock that serializes numbering, so numbers are gapless under
+//! concurrent writers), the invoices, balances and events.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use rust_decimal::Decimal;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Row};
+use tally_app::store::*;
+use tally_core::prelude::*;
+
+/// A Tally store in a PostgreSQL database.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+fn be(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn micros(t: Timestamp) -> i64 {
+    t.as_microsecond()
+}
+
+fn from_micros(v: i64) -> Timestamp {
+    Timestamp::from_microsecond(v).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
+    serde_json::to_string(v).map_err(be)
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> StoreResult<T> {
+    serde_json::from_str(s).map_err(be)
+}
+
+fn status_str(s: InvoiceStatus) -> &'static str {
+    match s {
+        InvoiceStatus::Open => "open",
+        InvoiceStatus::Paid => "paid",
+        InvoiceStatus::Void => "void",
+    }
+}
+
+fn parse_status(s: &str) -> InvoiceStatus {
+    match s {
+        "paid" => InvoiceStatus::Paid,
+        "void" => InvoiceStatus::Void,
+        _ => InvoiceStatus::Open,
+    }
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (`postgres://user@host/db`) and migrates it.
+    ///
+    /// # Errors
+    /// The server cannot be reached or the migration fails.
+    pub async fn connect(url: &str) -> StoreResult<PgStore> {
+        PgStore::connect_in_schema(url, None).await
+    }
+
+    /// Connects with the tables in `schema` (created if missing), so several Tally databases can
+    /// share one PostgreSQL database; `None` is the server's default search path.
+    ///
+    /// # Errors
+    /// The server cannot be reached, the schema cannot be created, or the migration fails.
+    pub async fn connect_in_schema(url: &str, schema: Option<&str>) -> StoreResult<PgStore> {
+        let mut opts = PgConnectOptions::from_str(url).map_err(be)?;
+        if let Some(schema) = schema {
+            if !schema
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                return Err(StoreError::Backend(format!(
+                    "invalid schema name `{schema}`"
+                )));
+            }
+            let setup = PgPoolOptions::new()
+                .max_connections(1)
+                .connect_with(opts.clone())
+                .await
+                .map_err(be)?;
+            sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+                .execute(&setup)
+                .await
+                .map_err(be)?;
+            setup.close().await;
+            opts = opts.options([("search_path", schema)]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await
+            .map_err(be)?;
+        let store = PgStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Drops a schema and everything in it (test databases).
+    ///
+    /// # Errors
+    /// The statement fails.
+    pub async fn drop_schema(url: &str, schema: &str) -> StoreResult<()> {
+        if !schema
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(StoreError::Backend(format!(
+                "invalid schema name `{schema}`"
+            )));
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(url)
+            .await
+            .map_err(be)?;
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .execute(&pool)
+            .await
+            .map_err(be)?;
+        pool.close().await;
+        Ok(())
+    }
+
+    /// Applies the embedded migrations that have not run yet.
+    ///
+    /// # Errors
+    /// A migration fails.
+    pub async fn migrate(&self) -> StoreResult<()> {
+        sqlx::migrate!("./migrations")
+            .run(&self.pool)
+            .await
+            .map_err(be)
+    }
+
+    async fn read_invoice(
+        &self,
+        tenant: &str,
+        row: &sqlx::postgres::PgRow,
+    ) -> StoreResult<Invoice> {
+        let _ = tenant;
+        Ok(Invoice {
+            id: row.get("id"),
+            number: row.get("number"),
+            status: parse_status(row.get::<String, _>("status").as_str()),
+            draft: from_json(row.get::<String, _>("body").as_str())?,
+        })
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn create_tenant(&self, tenant: &Tenant, key_hash: &str) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(be)?;
+        sqlx::query("INSERT INTO tenants (id, name, test_mode, settings, clock, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(&tenant.id)
+            .bind(&tenant.name)
+            .bind(tenant.test_mode)
+            .bind(to_json(&tenant.settings)?)
+            .bind(tenant.clock.map(micros))
+            .bind(micros(tenant.created_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(be)?;
+        sqlx::query("INSERT INTO api_keys (key_hash, tenant_id) VALUES ($1, $2)")
+            .bind(key_hash)
+            .bind(&tenant.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|_| StoreError::Duplicate("api key".into()))?;
+        tx.commit().await.map_err(be)
+    }
+
+    async fn tenant_by_key(&self, key_hash: &str) -> StoreResult<Option<Tenant>> {
+        let id: Option<String> =
+            sqlx::query_scalar("SELECT tenant_id FROM api_keys WHERE key_hash = $1")
+                .bind(key_hash)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(be)?;
+        match id {
+            Some(id) => self.tenant(&id).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn tenant(&self, id: &str) -> StoreResult<Option<Tenant>> {
+        let row = sqlx::query(
+            "SELECT id, name, test_mode, settings, clock, created_at FROM tenants WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(be)?;
+        row.map(|r| {
+            Ok(Tenant {
+                id: r.get("id"),
+                name: r.get("name"),
+                test_mode: r.get("test_mode"),
+                settings: from_json(r.get::<String, _>("settings").as_str())?,
+                clock: r.get::<Option<i64>, _>("clock").map(from_micros),
+                created_at: from_micros(r.get("created_at")),
+            })
+        })
+        .transpose()
+    }
+
+    async fn tenant_ids(&self) -> StoreResult<Vec<String>> {
+        sqlx::query_scalar("SELECT id FROM tenants ORDER BY id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(be)
+    }
+
+    async fn update_tenant(&self, tenant: &Tenant) -> StoreResult<()> {
+        sqlx::query("UPDATE tenants SET name = $1, settings = $2, clock = $3 WHERE id = $4")
+            .bind(&tenant.name)
+            .bind(to_json(&tenant.settings)?)
+            .bind(tenant.clock.map(micros))
+            .bind(&tenant.id)
+            .execute(&self.pool)
+            .await
+            .map_err(be)?;
+        Ok(())
+    }
+
+    async fn catalog(&self, tenant: &str) -> StoreResult<Catalog> {
+        let body: Option<String> = sqlx::query_scalar("SELECT catalog FROM tenants WHERE id = $1")
+            .bind(tenant)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(be)?;
+        match body {
+            Some(b) => from_json(&b),
+            None => Ok(Catalog::default()),
+        }
+    }
+
+    async fn save_catalog(&self, tenant: &str, catalog: &Catalog) -> StoreResult<()> {
+        sqlx::query("UPDATE tenants SET catalog = $1 WHERE id = $2")
+            .bind(to_json(catalog)?)
+            .bind(tenant)
+            .execute(&self.pool)
+            .await
+            .map_err(be)?;
+        Ok(())
+    }
+
+    async fn save_customer(&self, tenant: &str, c: &Customer) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO customers (tenant_id, id, slug, body) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (tenant_id, id) DO UPDATE SET slug = excluded.slug, body = excluded.body",
+        )
+        .bind(tenant)
+        .bind(&c.id)
+        .bind(&c.slug)
+        .bind(to_json(c)?)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| match e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => {
+                StoreError::Duplicate("customer slug".into())
+            }
+            other => be(other),
+        })?;
+        Ok(())
+    }
+
+    async fn customer(&self, tenant: &str, id_or_slug: &str) -> StoreResult<Option<Customer>> {
+        let body: Option<String> = sqlx::query_scalar(
+            "SELECT body FROM customers WHERE tenant_id = $1 AND (id = $2 OR slug = $3)",
+        )
+        .bind(tenant)
+        .bind(id_or_slug)
+        .bind(id_or_slug)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(be)?;
+        body.map(|b| from_json(&b)).transpose()
+    }
+
+    async fn balances(
+        &self,
+        tenant: &str,
+        customer_id: &str,
+    ) -> StoreResult<BTreeMap<Currency, Decimal>> {
+        let rows = sqlx::query(
+            "SELECT currency, amount FROM balances WHERE tenant_id = $1 AND customer_id = $2",
+        )
+        .bind(tenant)
+        .bind(customer_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(be)?;
+        let mut out = BTreeMap::new();
+        for r in rows {
+            let cur = Currency::from_str(r.get::<String, _>("currency").as_str()).map_err(be)?;
+            let amt = Decimal::from_str(r.get::<String, _>("amount").as_str()).map_err(be)?;
+            out.insert(cur, amt);
+        }
+        Ok(out)
+    }
+
+    async fn contract(&self, tenant: &str, id: &str) -> StoreResult<Option<StoredContract>> {
+        let row =
+            sqlx::query("SELECT body, version FROM contracts WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(be)?;
+        row.map(|r| {
+            Ok(StoredContract {
+                contract: from_json(r.get::<String, _>("body").as_str())?,
+                version: r.get("version"),
+            })
+        })
+        .transpose()
+    }
+
+    async fn contracts(
+        &self,
+        tenant: &str,
+        customer_id: Option<&str>,
+        page: &Page,
+    ) -> StoreResult<(Vec<StoredContract>, u64)> {
+        let total: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM contracts WHERE tenant_id = $1 AND ($2::TEXT IS NULL OR customer_id = $3)",
+        )
+        .bind(tenant)
+        .bind(customer_id)
+        .bind(customer_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(be)?;
+        let rows = sqlx::query(
+            "SELECT body, version FROM contracts WHERE tenant_id = $1 AND ($2::TEXT IS NULL OR customer_id = $3)
+             ORDER BY created_seq LIMIT $4 OFFSET $5",
+        )
+        .bind(tenant)
+        .bind(customer_id)
+        .bind(customer_id)
+        .bind(page.limit.min(i64::MAX as u64) as i64)
+        .bind(page.offset.min(i64::MAX as u64) as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(be)?;
+        let list = rows
+            .iter()
+            .map(|r| {
+                Ok(StoredContract {
+                    contract: from_json(r.get::<String, _>("body").as_str())?,
+                    version: r.get("version"),
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok((list, total as u64))
+    }
+
+    async fn due_contracts(
+        &self,
+        tenant: &str,
+        until: Timestamp,
+        limit: u64,
+    ) -> StoreResult<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT id FROM contracts WHERE tenant_id = $1 AND next_due IS NOT NULL AND next_due <= $2
+             ORDER BY next_due, id LIMIT $3",
+        )
+        .bind(tenant)
+        .bind(micros(until))
+        .bind(limit.min(i64::MAX as u64) as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(be)
+    }
+
+    async fn commit(&self, tenant: &str, commit: Commit) -> StoreResult<Committed> {
+        let mut tx = self.pool.begin().await.map_err(be)?;
+        let mut version = 0;
+        // The first statement writes, so the transaction holds the write lock from here on.
+        if let Some((c, expected)) = &commit.contract {
+            let body = to_json(c)?;
+            let due = next_due(c).map(micros);
+            let status = serde_json::to_value(c.status).map_err(be)?;
+            let status = status.as_str().unwrap_or("active").to_string();
+            if *expected == 0 {
+                sqlx::query(
+                    "INSERT INTO contracts (tenant_id, id, customer_id, status, next_due, version, body)
+                     VALUES ($1, $2, $3, $4, $5, 1, $6)",
+                )
+                .bind(tenant)
+                .bind(&c.id)
+                .bind(&c.customer_id)
+                .bind(&status)
+                .bind(due)
+                .bind(&body)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| match e {
+                    sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Duplicate(format!("contract {}", c.id)),
+                    other => be(other),
+                })?;
+                version = 1;
+            } else {
+                let done = sqlx::query(
+                    "UPDATE contracts SET status = $1, next_due = $2, version = version + 1, body = $3
+                     WHERE tenant_id = $4 AND id = $5 AND version = $6",
+                )
+                .bind(&status)
+                .bind(due)
+                .bind(&body)
+                .bind(tenant)
+                .bind(&c.id)
+                .bind(expected)
+                .execute(&mut *tx)
+                .await
+                .map_err(be)?;
+                if done.rows_affected() != 1 {
+                    return Err(StoreError::Conflict);
+                }
+                version = expected + 1;
+            }
+        }
+        let mut issued = Vec::new();
+        for draft in commit.invoices {
+            let exists: Option<i64> = sqlx::query_scalar(
+                "SELECT seq FROM invoices WHERE tenant_id = $1 AND step_key = $2",
+            )
+            .bind(tenant)
+            .bind(&draft.step_key)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(be)?;
+            if exists.is_some() {
+                continue;
+            }
+            let seq: i64 = sqlx::query_scalar("UPDATE tenants SET invoice_seq = invoice_seq + 1 WHERE id = $1 RETURNING invoice_seq")
+                .bind(tenant)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(be)?;
+            let inv = Invoice {
+                id: tally_app::ids::new_id("Inv"),
+                number: invoice_number(draft.issued_at, seq),
+                status: InvoiceStatus::Open,
+                draft,
+            };
+            let d = &inv.draft;
+            sqlx::query(
+                "INSERT INTO invoices (tenant_id, id, seq, number, contract_id, customer_id, issued_at, status, step_key, body)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'open', $8, $9)",
+            )
+            .bind(tenant)
+            .bind(&inv.id)
+            .bind(seq)
+            .bind(&inv.number)
+            .bind(&d.contract_id)
+            .bind(&d.customer_id)
+            .bind(micros(d.issued_at))
+            .bind(&d.step_key)
+            .bind(to_json(d)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(be)?;
+            for (i, l) in d.lines.iter().enumerate() {
+                let kind = serde_json::to_value(l.kind).map_err(be)?;
+                sqlx::query(
+                    "INSERT INTO invoice_lines (tenant_id, invoice_id, idx, kind, feature_slug, description, quantity, unit_amount, amount, period_start, period_end)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                )
+                .bind(tenant)
+                .bind(&inv.id)
+                .bind(i as i32)
+                .bind(kind.as_str().unwrap_or_default())
+                .bind(&l.feature_slug)
+                .bind(&l.description)
+                .bind(l.quantity.to_string())
+                .bind(l.unit_amount.to_string())
+                .bind(l.amount.to_string())
+                .bind(micros(l.period_start))
+                .bind(micros(l.period_end))
+                .execute(&mut *tx)
+                .await
+                .map_err(be)?;
+            }
+            let delta = d.credit_added - d.credit_applied;
+            if !delta.is_zero() {
+                let current: Option<String> = sqlx::query_scalar(
+                    "SELECT amount FROM balances WHERE tenant_id = $1 AND customer_id = $2 AND currency = $3",
+                )
+                .bind(tenant)
+                .bind(&d.customer_id)
+                .bind(d.currency.code())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(be)?;
+                let now = current
+                    .map(|s| Decimal::from_str(&s).map_err(be))
+                    .transpose()?
+                    .unwrap_or_default()
+                    + delta;
+                sqlx::query(
+                    "INSERT INTO balances (tenant_id, customer_id, currency, amount) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (tenant_id, customer_id, currency) DO UPDATE SET amount = excluded.amount",
+                )
+                .bind(tenant)
+                .bind(&d.customer_id)
+                .bind(d.currency.code())
+                .bind(now.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(be)?;
+            }
+            issued.push(inv);
+        }
+        for e in &commit.events {
+            sqlx::query(
+                "INSERT INTO events (tenant_id, id, contract_id, body) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(tenant)
+            .bind(&e.id)
+            .bind(&e.contract_id)
+            .bind(to_json(e)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(be)?;
+        }
+        tx.commit().await.map_err(be)?;
+        Ok(Committed {
+            invoices: issued,
+            version,
+        })
+    }
+
+    async fn record_usage(
+        &self,
+        tenant: &str,
+        contract_id: &str,
+        records: &[UsageRecord],
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(be)?;
+        for r in records {
+            sqlx::query("INSERT INTO usage_records (tenant_id, contract_id, feature_slug, units, ts, is_absolute) VALUES ($1, $2, $3, $4, $5, $6)")
+                .bind(tenant)
+                .bind(contract_id)
+                .bind(&r.feature_slug)
+                .bind(r.units.to_string())
+                .bind(micros(r.timestamp))
+                .bind(r.is_absolute)
+                .execute(&mut *tx)
+                .await
+                .map_err(be)?;
+        }
+        tx.commit().await.map_err(be)
+    }
+
+    async fn usage(
+        &self,
+        tenant: &str,
+        contract_id: &str,
+        since: Timestamp,
+    ) -> StoreResult<Vec<UsageRecord>> {
+        let rows = sqlx::query(
+            "SELECT feature_slug, units, ts, is_absolute FROM usage_records
+             WHERE tenant_id = $1 AND contract_id = $2 AND ts >= $3 ORDER BY seq",
+        )
+        .bind(tenant)
+        .bind(contract_id)
+        .bind(micros(since))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(be)?;
+        rows.iter()
+            .map(|r| {
+                Ok(UsageRecord {
+                    feature_slug: r.get("feature_slug"),
+                    units: Decimal::from_str(r.get::<String, _>("units").as_str()).map_err(be)?,
+                    timestamp: from_micros(r.get("ts")),
+                    is_absolute: r.get("is_absolute"),
+                })
+            })
+            .collect()
+    }
+
+    async fn invoices(
+        &self,
+        tenant: &str,
+        f: &InvoiceFilter,
+        page: &Page,
+    ) -> StoreResult<(Vec<Invoice>, u64)> {
+        let cond =
+            "tenant_id = $1 AND ($2::TEXT IS NULL OR customer_id = $3) AND ($4::TEXT IS NULL OR contract_id = $5)
+                    AND ($6::BIGINT IS NULL OR issued_at >= $7) AND ($8::BIGINT IS NULL OR issued_at < $9)";
+        let after = f.date_after.map(micros);
+        let before = f.date_before.map(micros);
+        let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM invoices WHERE {cond}"))
+            .bind(tenant)
+            .bind(&f.customer_id)
+            .bind(&f.customer_id)
+            .bind(&f.contract_id)
+            .bind(&f.contract_id)
+            .bind(after)
+            .bind(after)
+            .bind(before)
+            .bind(before)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(be)?;
+        let rows = sqlx::query(&format!(
+            "SELECT id, number, status, body FROM invoices WHERE {cond} ORDER BY seq LIMIT $10 OFFSET $11"
+        ))
+        .bind(tenant)
+        .bind(&f.customer_id)
+        .bind(&f.customer_id)
+        .bind(&f.contract_id)
+        .bind(&f.contract_id)
+        .bind(after)
+        .bind(after)
+        .bind(before)
+        .bind(before)
+        .bind(page.limit.min(i64::MAX as u64) as i64)
+        .bind(page.offset.min(i64::MAX as u64) as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(be)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.push(self.read_invoice(tenant, r).await?);
+        }
+        Ok((out, total as u64))
+    }
+
+    async fn invoice(&self, tenant: &str, id: &str) -> StoreResult<Option<Invoice>> {
+        let row = sqlx::query("SELECT id, number, status, body FROM invoices WHERE tenant_id = $1 AND (id = $2 OR number = $3)")
+            .bind(tenant)
+            .bind(id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(be)?;
+        match row {
+            Some(r) => Ok(Some(self.read_invoice(tenant, &r).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn set_invoice_status(
+        &self,
+        tenant: &str,
+        id: &str,
+        status: InvoiceStatus,
+    ) -> StoreResult<()> {
+        sqlx::query("UPDATE invoices SET status = $1 WHERE tenant_id = $2 AND id = $3")
+            .bind(status_str(status))
+            .bind(tenant)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(be)?;
+        Ok(())
+    }
+
+    async fn events(&self, tenant: &str, contract_id: &str) -> StoreResult<Vec<Event>> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT body FROM events WHERE tenant_id = $1 AND contract_id = $2 ORDER BY seq",
+        )
+        .bind(tenant)
+        .bind(contract_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(be)?;
+        rows.iter().map(|b| from_json(b)).collect()
+    }
+
+    async fn idempotent(&self, tenant: &str, key: &str) -> StoreResult<Option<IdempotentResponse>> {
+        let body: Option<String> =
+            sqlx::query_scalar("SELECT body FROM idempotency WHERE tenant_id = $1 AND key = $2")
+                .bind(tenant)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(be)?;
+        body.map(|b| from_json(&b)).transpose()
+    }
+
+    async fn save_idempotent(
+        &self,
+        tenant: &str,
+        key: &str,
+        response: &IdempotentResponse,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO idempotency (tenant_id, key, body) VALUES ($1, $2, $3)
+             ON CONFLICT (tenant_id, key) DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(key)
+        .bind(to_json(response)?)
+        .execute(&self.pool)
+        .await
+        .map_err(be)?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(be)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Runs the storage suite against the PostgreSQL at `TALLY_TEST_POSTGRES_URL`, in a schema of
+    /// its own; without the variable it says so and skips (CI always sets it).
+    #[tokio::test]
+    async fn the_postgres_store_passes_the_storage_suite() {
+        let Ok(url) = std::env::var("TALLY_TEST_POSTGRES_URL") else {
+            eprintln!(
+                "skipped: TALLY_TEST_POSTGRES_URL is not set, so the PostgreSQL store suite did not run"
+            );
+            return;
+        };
+        let schema = format!("tally_test_{}", std::process::id());
+        let store = super::PgStore::connect_in_schema(&url, Some(&schema))
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {url} must be reachable: {e}"));
+        tally_app::testkit::run_all(std::sync::Arc::new(store)).await;
+        super::PgStore::drop_schema(&url, &schema).await.unwrap();
+    }
+}
