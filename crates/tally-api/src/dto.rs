@@ -13,7 +13,7 @@ use tally_core::prelude::*;
 use crate::error::ApiError;
 
 /// `POST /v1/c/contract` (seed 004).
-#[derive(Debug, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignupBody {
     /// Customer id or slug.
@@ -24,8 +24,10 @@ pub struct SignupBody {
     #[serde(default)]
     pub pricing_id: Option<String>,
     /// Currency.
+    #[schema(value_type = String, example = "usd")]
     pub currency: Currency,
     /// Cycle.
+    #[schema(value_type = String)]
     pub cycle: Cycle,
     /// Activation instant; empty or absent = now.
     #[serde(default)]
@@ -35,6 +37,7 @@ pub struct SignupBody {
     pub automatic_payment: Option<bool>,
     /// Only `immediate`.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub invoice_trigger: Option<Value>,
     /// Free trial days (> 0).
     #[serde(default)]
@@ -47,9 +50,11 @@ pub struct SignupBody {
     pub is_pending: bool,
     /// Units per feature slug.
     #[serde(default)]
+    #[schema(value_type = BTreeMap<String, String>)]
     pub unit_count_configuration: BTreeMap<String, Decimal>,
     /// Overrides per feature slug.
     #[serde(default)]
+    #[schema(value_type = BTreeMap<String, Object>)]
     pub feature_configuration: BTreeMap<String, FeatureOverride>,
 }
 
@@ -68,7 +73,7 @@ pub fn optional_instant(v: &Option<String>, param: &str) -> Result<Option<Timest
 }
 
 /// When an upgrade takes effect (seed 000 `UpgradeActivation`).
-#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, Deserialize, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum UpgradeActivation {
     /// At the start of the next billing cycle.
@@ -76,6 +81,7 @@ pub enum UpgradeActivation {
     /// At an instant.
     Date {
         /// The instant.
+        #[schema(value_type = String, format = DateTime)]
         upgrade_date: Timestamp,
     },
 }
@@ -90,20 +96,24 @@ impl From<UpgradeActivation> for Activation {
 }
 
 /// `new_plan` strategy.
-#[derive(Debug, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlanUpgrade {
     /// Plan id or slug.
     pub plan_id: String,
     /// Cycle.
+    #[schema(value_type = String)]
     pub cycle: Cycle,
     /// Currency.
+    #[schema(value_type = String, example = "usd")]
     pub currency: Currency,
     /// When.
     pub activation: UpgradeActivation,
     /// Units per feature.
+    #[schema(value_type = BTreeMap<String, String>)]
     pub unit_count_configuration: BTreeMap<String, Decimal>,
     /// Overrides per feature.
+    #[schema(value_type = BTreeMap<String, Object>)]
     pub unit_configuration: BTreeMap<String, FeatureOverride>,
     /// Pricing id or slug.
     #[serde(default)]
@@ -114,12 +124,13 @@ pub struct PlanUpgrade {
 }
 
 /// `change_unit_count` strategy.
-#[derive(Debug, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UnitCountUpgrade {
     /// When.
     pub activation: UpgradeActivation,
     /// Units per feature.
+    #[schema(value_type = BTreeMap<String, String>)]
     pub unit_count_configuration: BTreeMap<String, Decimal>,
     /// Discount.
     #[serde(default)]
@@ -127,10 +138,11 @@ pub struct UnitCountUpgrade {
 }
 
 /// `change_billing_date` strategy.
-#[derive(Debug, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BillingDateConfiguration {
     /// The new billing date.
+    #[schema(value_type = String, format = DateTime)]
     pub date: Timestamp,
     /// Charge or credit the difference.
     pub recalculate_charges: bool,
@@ -140,7 +152,7 @@ pub struct BillingDateConfiguration {
 }
 
 /// Seed 000's `UpgradeConfiguration`, discriminated by `upgrade_strategy`.
-#[derive(Debug, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Deserialize)]
 #[serde(tag = "upgrade_strategy", rename_all = "snake_case")]
 pub enum UpgradeConfiguration {
     /// Switch plan.
@@ -152,7 +164,7 @@ pub enum UpgradeConfiguration {
 }
 
 /// How a change is prorated (Tally's extension of the upgrade body).
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProrationBehavior {
     /// Credit and charge the rest of the period (default).
@@ -162,7 +174,7 @@ pub enum ProrationBehavior {
 }
 
 /// `POST /v1/c/contract/{id}/upgrade` and `/upgrade_estimate` (seed 000).
-#[derive(Debug, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpgradeBody {
     /// Allow a mid-cycle downgrade.
@@ -225,7 +237,7 @@ impl UpgradeBody {
 }
 
 /// `POST /v1/c/customer`: create, or update when `id` is set.
-#[derive(Debug, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CustomerBody {
     /// Set to update.
@@ -236,12 +248,14 @@ pub struct CustomerBody {
     pub name: Option<String>,
     /// Emails object.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub emails: Option<Value>,
     /// Your reference.
     #[serde(default)]
     pub customer_reference: Option<String>,
     /// Address object.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub address: Option<Value>,
     /// Metadata.
     #[serde(default)]
@@ -255,16 +269,17 @@ pub struct CustomerBody {
 }
 
 /// Tax details of a customer.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaxDetails {
     /// Tax rate in percent.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     pub tax_rate: Option<Decimal>,
 }
 
 /// One usage event (`POST /v1/c/usage`, and each entry of the bulk array).
-#[derive(Debug, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UsageBody {
     /// Customer id or slug.
@@ -272,9 +287,11 @@ pub struct UsageBody {
     /// Feature slug.
     pub feature_slug: String,
     /// Units since the last report (or the total, with `is_absolute`).
+    #[schema(value_type = String)]
     pub units: Decimal,
     /// When; now when absent.
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub timestamp: Option<Timestamp>,
     /// Resets the period's count.
     #[serde(default)]
@@ -285,18 +302,19 @@ pub struct UsageBody {
 }
 
 /// `POST /v1/c/contract/{id}/cancel`.
-#[derive(Debug, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CancelBody {
     /// `now`, `at_period_end` or `date`.
     pub mode: CancelModeBody,
     /// For `date`.
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub date: Option<Timestamp>,
 }
 
 /// Cancellation modes on the wire.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CancelModeBody {
     /// Now.
@@ -308,10 +326,11 @@ pub enum CancelModeBody {
 }
 
 /// `POST /v1/c/test_clock/advance`.
-#[derive(Debug, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdvanceBody {
     /// The instant to move to.
+    #[schema(value_type = String, format = DateTime)]
     pub to: Timestamp,
 }
 
@@ -439,7 +458,8 @@ pub fn customer_json(c: &Customer, contracts: Vec<Value>) -> Value {
 }
 
 /// Wingback list paging: `limit`, an opaque `offset` cursor, `direction`.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Rows per page (default 20, at most 100).
     #[serde(default)]

@@ -20,15 +20,22 @@ pub struct ApiError {
     pub detail: String,
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
-    r#type: String,
-    title: &'a str,
-    status: u16,
-    detail: &'a str,
-    code: &'a str,
+/// The body of every error response (RFC 9457 problem details plus `code` and `param`).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// A URI naming the problem type.
+    pub r#type: String,
+    /// The HTTP status's reason phrase.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What went wrong, for people.
+    pub detail: String,
+    /// Stable snake_case code, for programs.
+    pub code: String,
+    /// Path of the offending field, when one is at fault.
     #[serde(skip_serializing_if = "Option::is_none")]
-    param: Option<&'a str>,
+    pub param: Option<String>,
 }
 
 impl ApiError {
@@ -107,11 +114,11 @@ impl IntoResponse for ApiError {
         let title = self.status.canonical_reason().unwrap_or("Error");
         let body = Problem {
             r#type: format!("https://tally.dev/problems/{}", self.code),
-            title,
+            title: title.to_string(),
             status: self.status.as_u16(),
-            detail: &self.detail,
-            code: &self.code,
-            param: self.param.as_deref(),
+            detail: self.detail,
+            code: self.code,
+            param: self.param,
         };
         let json = serde_json::to_vec(&body).unwrap_or_default();
         (

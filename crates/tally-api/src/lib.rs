@@ -9,8 +9,11 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use tally_app::Tally;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub mod dto;
 pub mod error;
@@ -24,6 +27,8 @@ pub struct AppState {
     pub tally: Tally,
     /// Request counters.
     pub metrics: Arc<Metrics>,
+    /// The OpenAPI document, rendered once.
+    pub openapi: Arc<String>,
 }
 
 /// Request counters by status class, served in Prometheus text format.
@@ -55,10 +60,14 @@ impl Metrics {
     }
 }
 
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive", body = String, content_type = "text/plain")))]
 async fn healthz() -> &'static str {
     "ok"
 }
 
+/// Readiness: the database answers.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "Ready", body = String, content_type = "text/plain"), (status = 503, description = "The database is unreachable", body = String, content_type = "text/plain")))]
 async fn readyz(State(s): State<AppState>) -> Response {
     match s.tally.store.ping().await {
         Ok(()) => (StatusCode::OK, "ready").into_response(),
@@ -69,6 +78,8 @@ async fn readyz(State(s): State<AppState>) -> Response {
     }
 }
 
+/// Request counters in Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text", body = String, content_type = "text/plain")))]
 async fn metrics(State(s): State<AppState>) -> Response {
     (
         [(
@@ -98,53 +109,140 @@ async fn method_not_allowed() -> error::ApiError {
     )
 }
 
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Tally",
+        description = "Exact subscription billing. The native API speaks the Wingback dialect: `/v1/c/...`, `wb-key` header, prefixed ids, decimal strings for money, RFC 3339 instants, problem+json errors with a stable `code` and the offending `param`. Every POST accepts an `Idempotency-Key` header."
+    ),
+    modifiers(&KeyScheme),
+    tags(
+        (name = "customer", description = "Customers and their credit balances"),
+        (name = "contract", description = "Subscriptions, their changes, previews and timelines"),
+        (name = "usage", description = "Metered usage"),
+        (name = "invoice", description = "Invoices"),
+        (name = "catalog", description = "Features, plans, pricings, discounts; catalog as code"),
+        (name = "test_clock", description = "Test-mode time"),
+        (name = "operations", description = "Health, readiness, metrics, this document")
+    )
+)]
+struct ApiDoc;
+
+struct KeyScheme;
+
+impl utoipa::Modify for KeyScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "wb_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("wb-key"))),
+        );
+    }
+}
+
+fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    use native::*;
+    let v1 = OpenApiRouter::new()
+        .routes(routes!(save_customer))
+        .routes(routes!(get_customer))
+        .routes(routes!(get_balance))
+        .routes(routes!(create_contract, list_contracts))
+        .routes(routes!(get_contract))
+        .routes(routes!(upgrade))
+        .routes(routes!(upgrade_estimate))
+        .routes(routes!(activate_contract))
+        .routes(routes!(cancel_contract))
+        .routes(routes!(contract_history))
+        .routes(routes!(contract_invoices))
+        .routes(routes!(scheduled_changes))
+        .routes(routes!(scheduled_change))
+        .routes(routes!(cancel_scheduled))
+        .routes(routes!(post_usage))
+        .routes(routes!(post_usage_bulk))
+        .routes(routes!(list_invoices))
+        .routes(routes!(get_invoice))
+        .routes(routes!(pay_invoice))
+        .routes(routes!(void_invoice))
+        .routes(routes!(get_catalog, apply_catalog))
+        .routes(routes!(get_clock))
+        .routes(routes!(advance_clock));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .nest("/v1/c", v1)
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi_json))
+        .split_for_parts()
+}
+
+/// The OpenAPI 3.1 document of every endpoint, generated from the routes.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    documented().1
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "The OpenAPI 3.1 document", body = Object)))]
+async fn openapi_json(State(s): State<AppState>) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        s.openapi.as_ref().clone(),
+    )
+        .into_response()
+}
+
 /// The whole HTTP router over an application.
 pub fn router(tally: Tally) -> Router {
-    use native::*;
+    let (routes, doc) = documented();
     let state = AppState {
         tally,
         metrics: Arc::new(Metrics::default()),
+        openapi: Arc::new(doc.to_pretty_json().unwrap_or_default()),
     };
-    let v1 = Router::new()
-        .route("/customer", post(save_customer))
-        .route("/customer/{id}", get(get_customer))
-        .route("/customer/{id}/balance", get(get_balance))
-        .route("/contract", post(create_contract).get(list_contracts))
-        .route("/contract/{id}", get(get_contract))
-        .route("/contract/{id}/upgrade", post(upgrade))
-        .route("/contract/{id}/upgrade_estimate", post(upgrade_estimate))
-        .route("/contract/{id}/activate", post(activate_contract))
-        .route("/contract/{id}/cancel", post(cancel_contract))
-        .route("/contract/{id}/history", get(contract_history))
-        .route("/contract/{id}/invoices", get(contract_invoices))
-        .route("/contract/{id}/scheduled_changes", get(scheduled_changes))
-        .route(
-            "/contract/{id}/scheduled_changes/{change_id}",
-            get(scheduled_change),
-        )
-        .route(
-            "/contract/{id}/scheduled_changes/{change_id}/cancel",
-            post(cancel_scheduled),
-        )
-        .route("/usage", post(post_usage))
-        .route("/usage/bulk", post(post_usage_bulk))
-        .route("/invoice", get(list_invoices))
-        .route("/invoice/{id}", get(get_invoice))
-        .route("/invoice/{id}/pay", post(pay_invoice))
-        .route("/invoice/{id}/void", post(void_invoice))
-        .route("/catalog", get(get_catalog).post(apply_catalog))
-        .route("/test_clock", get(get_clock))
-        .route("/test_clock/advance", post(advance_clock))
-        .method_not_allowed_fallback(method_not_allowed);
-    Router::new()
-        .nest("/v1/c", v1)
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+    routes
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(fallback)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             extract::idempotency,
         ))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    /// The committed document is the one the routes generate: regenerate it with
+    /// `cargo run -- openapi > docs/openapi.json`.
+    #[test]
+    fn the_committed_openapi_document_matches_the_routes() {
+        let committed = include_str!("../../../docs/openapi.json");
+        let generated = super::openapi().to_pretty_json().unwrap();
+        assert!(
+            committed.trim_end() == generated.trim_end(),
+            "docs/openapi.json is stale: run `cargo run -- openapi > docs/openapi.json`"
+        );
+    }
+
+    #[test]
+    fn every_endpoint_is_documented_with_its_errors() {
+        let doc = super::openapi();
+        assert!(matches!(
+            doc.openapi,
+            utoipa::openapi::OpenApiVersion::Version31
+        ));
+        let paths: Vec<&String> = doc.paths.paths.keys().collect();
+        for p in [
+            "/v1/c/contract",
+            "/v1/c/contract/{id}/upgrade",
+            "/v1/c/contract/{id}/upgrade_estimate",
+            "/v1/c/customer",
+            "/v1/c/usage/bulk",
+            "/v1/c/invoice",
+            "/openapi.json",
+        ] {
+            assert!(paths.iter().any(|x| *x == p), "{p} missing from {paths:?}");
+        }
+        let json = doc.to_json().unwrap();
+        assert!(json.contains("application/problem+json"));
+        assert!(json.contains("\"wb_key\""));
+    }
 }

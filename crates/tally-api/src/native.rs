@@ -16,7 +16,7 @@ use tally_core::prelude::*;
 
 use crate::AppState;
 use crate::dto::*;
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem};
 use crate::extract::{Auth, Body, RequestId};
 
 type ApiResult<T = Response> = Result<T, ApiError>;
@@ -33,6 +33,7 @@ fn ok(v: Value) -> Response {
 }
 
 /// `POST /v1/c/customer`: create, or update when `id` is set; answers the id.
+#[utoipa::path(post, path = "/customer", tag = "customer",  request_body = CustomerBody, responses((status = 200, description = "The customer id", body = String), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn save_customer(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -93,6 +94,7 @@ pub async fn save_customer(
 }
 
 /// `GET /v1/c/customer/{id}` with its contracts.
+#[utoipa::path(get, path = "/customer/{id}", tag = "customer", params(("id" = String, Path, description = "Id (or slug)")),  responses((status = 200, description = "The customer with its contracts", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn get_customer(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -126,6 +128,7 @@ pub async fn get_customer(
 }
 
 /// `GET /v1/c/customer/{id}/balance`: one entry per currency.
+#[utoipa::path(get, path = "/customer/{id}/balance", tag = "customer", params(("id" = String, Path, description = "Id (or slug)")),  responses((status = 200, description = "Credit balance and amount due per currency", body = Vec<Object>), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn get_balance(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -177,6 +180,7 @@ pub async fn get_balance(
 }
 
 /// `POST /v1/c/contract` (seed 004): answers the new contract's id.
+#[utoipa::path(post, path = "/contract", tag = "contract",  request_body = SignupBody, responses((status = 200, description = "The new contract id", body = String), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn create_contract(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -214,23 +218,36 @@ pub async fn create_contract(
 }
 
 /// Query of `GET /v1/c/contract`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ContractListQuery {
-    /// Only this customer's.
+    /// Only this customer's (id or slug).
     #[serde(default)]
     pub customer: Option<String>,
-    /// Paging.
-    #[serde(flatten)]
-    pub page: PageQuery,
+    /// Rows per page (default 20, at most 100).
+    #[serde(default)]
+    pub limit: Option<u64>,
+    /// Cursor from a previous page.
+    #[serde(default)]
+    pub offset: Option<String>,
+    /// `forward` (default) or `backward`.
+    #[serde(default)]
+    pub direction: Option<String>,
 }
 
 /// `GET /v1/c/contract`: contracts, paged.
+#[utoipa::path(get, path = "/contract", tag = "contract", params(ContractListQuery),  responses((status = 200, description = "A page of contracts", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn list_contracts(
     State(s): State<AppState>,
     Auth(t): Auth,
     Query(q): Query<ContractListQuery>,
 ) -> ApiResult {
-    let page = q.page.page()?;
+    let page = PageQuery {
+        limit: q.limit,
+        offset: q.offset.clone(),
+        direction: q.direction.clone(),
+    }
+    .page()?;
     let customer = match &q.customer {
         Some(c) => Some(s.tally.customer(&t, c, "customer").await?.id),
         None => None,
@@ -255,6 +272,7 @@ pub async fn list_contracts(
 }
 
 /// `GET /v1/c/contract/{id}`.
+#[utoipa::path(get, path = "/contract/{id}", tag = "contract", params(("id" = String, Path, description = "Id (or slug)")),  responses((status = 200, description = "The contract, its current period, phases and scheduled changes", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn get_contract(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -271,6 +289,7 @@ pub async fn get_contract(
 }
 
 /// `POST /v1/c/contract/{id}/upgrade` (seed 000): answers the id of the contract in force.
+#[utoipa::path(post, path = "/contract/{id}/upgrade", tag = "contract", params(("id" = String, Path, description = "Id (or slug)")), request_body = UpgradeBody, responses((status = 200, description = "The id of the contract in force after the change", body = String), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn upgrade(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -317,6 +336,7 @@ fn wingback_invoice(d: &InvoiceDraft) -> Value {
 
 /// `POST /v1/c/contract/{id}/upgrade_estimate`: the same body; changes nothing; the invoice it
 /// shows is exactly what the upgrade would issue at the same instant.
+#[utoipa::path(post, path = "/contract/{id}/upgrade_estimate", tag = "contract", params(("id" = String, Path, description = "Id (or slug)")), request_body = UpgradeBody, responses((status = 200, description = "What the upgrade would do now, including the exact invoice", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn upgrade_estimate(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -361,6 +381,7 @@ pub async fn upgrade_estimate(
 }
 
 /// `POST /v1/c/contract/{id}/activate`: starts a pending contract now.
+#[utoipa::path(post, path = "/contract/{id}/activate", tag = "contract", params(("id" = String, Path, description = "Id (or slug)")),  responses((status = 200, description = "The activated contract and its invoices", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn activate_contract(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -381,6 +402,7 @@ pub async fn activate_contract(
 }
 
 /// `POST /v1/c/contract/{id}/cancel`: now, at period end, or at a date.
+#[utoipa::path(post, path = "/contract/{id}/cancel", tag = "contract", params(("id" = String, Path, description = "Id (or slug)")), request_body = CancelBody, responses((status = 200, description = "The contract and its cancellation invoice", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn cancel_contract(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -421,6 +443,7 @@ pub async fn cancel_contract(
 }
 
 /// `GET /v1/c/contract/{id}/history`: phases and events.
+#[utoipa::path(get, path = "/contract/{id}/history", tag = "contract", params(("id" = String, Path, description = "Id (or slug)")),  responses((status = 200, description = "Phases and events", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn contract_history(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -446,6 +469,7 @@ pub async fn contract_history(
 }
 
 /// `GET /v1/c/contract/{id}/scheduled_changes`.
+#[utoipa::path(get, path = "/contract/{id}/scheduled_changes", tag = "contract", params(("id" = String, Path, description = "Id (or slug)")),  responses((status = 200, description = "Scheduled changes in the order they apply", body = Vec<Object>), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn scheduled_changes(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -462,6 +486,7 @@ pub async fn scheduled_changes(
 }
 
 /// `GET /v1/c/contract/{id}/scheduled_changes/{change_id}`.
+#[utoipa::path(get, path = "/contract/{id}/scheduled_changes/{change_id}", tag = "contract", params(("id" = String, Path, description = "Id (or slug)"), ("change_id" = String, Path, description = "Scheduled change id")),  responses((status = 200, description = "One scheduled change", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn scheduled_change(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -478,6 +503,7 @@ pub async fn scheduled_change(
 }
 
 /// `POST /v1/c/contract/{id}/scheduled_changes/{change_id}/cancel`.
+#[utoipa::path(post, path = "/contract/{id}/scheduled_changes/{change_id}/cancel", tag = "contract", params(("id" = String, Path, description = "Id (or slug)"), ("change_id" = String, Path, description = "Scheduled change id")),  responses((status = 200, description = "The scheduled changes left", body = Vec<Object>), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn cancel_scheduled(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -494,6 +520,7 @@ pub async fn cancel_scheduled(
 }
 
 /// `GET /v1/c/contract/{id}/invoices`.
+#[utoipa::path(get, path = "/contract/{id}/invoices", tag = "contract", params(("id" = String, Path, description = "Id (or slug)"), PageQuery),  responses((status = 200, description = "A page of the contract's invoices", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn contract_invoices(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -529,6 +556,7 @@ fn usage_record(s: &AppState, t: &tally_app::store::Tenant, b: UsageBody) -> Usa
 }
 
 /// `POST /v1/c/usage`: one usage event.
+#[utoipa::path(post, path = "/usage", tag = "usage",  request_body = UsageBody, responses((status = 200, description = "Recorded", body = String), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn post_usage(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -541,6 +569,7 @@ pub async fn post_usage(
 }
 
 /// `POST /v1/c/usage/bulk`: an array of events; per-entry errors keyed by index.
+#[utoipa::path(post, path = "/usage/bulk", tag = "usage",  request_body = Vec<UsageBody>, responses((status = 200, description = "Recorded", body = String), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn post_usage_bulk(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -590,7 +619,8 @@ pub async fn post_usage_bulk(
 }
 
 /// Query of `GET /v1/c/invoice`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct InvoiceListQuery {
     /// Customer id or slug.
     #[serde(default)]
@@ -601,18 +631,30 @@ pub struct InvoiceListQuery {
     /// Issued at or after.
     #[serde(default)]
     pub date_after: Option<String>,
-    /// Paging.
-    #[serde(flatten)]
-    pub page: PageQuery,
+    /// Rows per page (default 20, at most 100).
+    #[serde(default)]
+    pub limit: Option<u64>,
+    /// Cursor from a previous page.
+    #[serde(default)]
+    pub offset: Option<String>,
+    /// `forward` (default) or `backward`.
+    #[serde(default)]
+    pub direction: Option<String>,
 }
 
 /// `GET /v1/c/invoice`: invoices, paged.
+#[utoipa::path(get, path = "/invoice", tag = "invoice", params(InvoiceListQuery),  responses((status = 200, description = "A page of invoices", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn list_invoices(
     State(s): State<AppState>,
     Auth(t): Auth,
     Query(q): Query<InvoiceListQuery>,
 ) -> ApiResult {
-    let page = q.page.page()?;
+    let page = PageQuery {
+        limit: q.limit,
+        offset: q.offset.clone(),
+        direction: q.direction.clone(),
+    }
+    .page()?;
     let customer_id = match &q.customer {
         Some(c) => Some(s.tally.customer(&t, c, "customer").await?.id),
         None => None,
@@ -637,6 +679,7 @@ pub async fn list_invoices(
 }
 
 /// `GET /v1/c/invoice/{id}`.
+#[utoipa::path(get, path = "/invoice/{id}", tag = "invoice", params(("id" = String, Path, description = "Id (or slug)")),  responses((status = 200, description = "The invoice", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn get_invoice(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -683,6 +726,7 @@ async fn set_status(
 }
 
 /// `POST /v1/c/invoice/{id}/pay`.
+#[utoipa::path(post, path = "/invoice/{id}/pay", tag = "invoice", params(("id" = String, Path, description = "Id (or slug)")),  responses((status = 200, description = "The invoice, paid", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn pay_invoice(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -692,6 +736,7 @@ pub async fn pay_invoice(
 }
 
 /// `POST /v1/c/invoice/{id}/void`.
+#[utoipa::path(post, path = "/invoice/{id}/void", tag = "invoice", params(("id" = String, Path, description = "Id (or slug)")),  responses((status = 200, description = "The invoice, void", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn void_invoice(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -701,6 +746,7 @@ pub async fn void_invoice(
 }
 
 /// `GET /v1/c/catalog`: the tenant's catalog and settings.
+#[utoipa::path(get, path = "/catalog", tag = "catalog",   responses((status = 200, description = "Settings and catalog", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn get_catalog(State(s): State<AppState>, Auth(t): Auth) -> ApiResult {
     let catalog = s
         .tally
@@ -713,6 +759,7 @@ pub async fn get_catalog(State(s): State<AppState>, Auth(t): Auth) -> ApiResult 
 
 /// `POST /v1/c/catalog`: applies a catalog file (the schema of `tally catalog apply`), as JSON,
 /// or as YAML with a `yaml` content type.
+#[utoipa::path(post, path = "/catalog", tag = "catalog",  request_body(content = Object, description = "A catalog file (JSON, or YAML with a yaml content type)"), responses((status = 200, description = "Settings and catalog after applying", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn apply_catalog(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -741,6 +788,7 @@ pub async fn apply_catalog(
 }
 
 /// `GET /v1/c/test_clock`.
+#[utoipa::path(get, path = "/test_clock", tag = "test_clock",   responses((status = 200, description = "The test clock", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn get_clock(State(s): State<AppState>, Auth(t): Auth) -> ApiResult {
     if !t.test_mode {
         return Err(ApiError::unprocessable(
@@ -753,6 +801,7 @@ pub async fn get_clock(State(s): State<AppState>, Auth(t): Auth) -> ApiResult {
 }
 
 /// `POST /v1/c/test_clock/advance`: moves the clock, running every due billing step in order.
+#[utoipa::path(post, path = "/test_clock/advance", tag = "test_clock",  request_body = AdvanceBody, responses((status = 200, description = "The clock and the invoices issued", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn advance_clock(
     State(s): State<AppState>,
     Auth(t): Auth,

@@ -73,6 +73,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the OpenAPI 3.1 document of the HTTP API.
+    Openapi,
     /// Run every billing step due up to an instant, once.
     BillRun {
         /// Bill up to this instant (RFC 3339; default now).
@@ -221,6 +223,10 @@ async fn run(cmd: Command) -> anyhow::Result<std::process::ExitCode> {
                 Ok(std::process::ExitCode::from(2))
             }
         },
+        Command::Openapi => {
+            println!("{}", tally_api::openapi().to_pretty_json()?);
+            Ok(std::process::ExitCode::SUCCESS)
+        }
         Command::BillRun { until, db } => {
             let tally = Tally::new(open(&db.url).await?);
             let until = until.unwrap_or_else(Timestamp::now);
