@@ -18,6 +18,7 @@ struct TenantData {
     customers: Vec<Customer>,
     balances: HashMap<(String, Currency), Decimal>,
     contracts: Vec<StoredContract>,
+    claims: HashMap<String, Timestamp>,
     usage: HashMap<String, Vec<UsageRecord>>,
     invoices: Vec<Invoice>,
     step_keys: std::collections::HashSet<String>,
@@ -196,6 +197,39 @@ impl Store for MemoryStore {
                 .take(limit as usize)
                 .map(|(_, id)| id)
                 .collect())
+        })
+    }
+
+    async fn claim_due(
+        &self,
+        tenant: &str,
+        until: Timestamp,
+        limit: u64,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> StoreResult<Vec<String>> {
+        self.with(|i| {
+            let d = data(i, tenant);
+            let mut due: Vec<(Timestamp, String)> = d
+                .contracts
+                .iter()
+                .filter(|c| d.claims.get(&c.contract.id).is_none_or(|t| *t < now))
+                .filter_map(|c| {
+                    next_due(&c.contract)
+                        .filter(|t| *t <= until)
+                        .map(|t| (t, c.contract.id.clone()))
+                })
+                .collect();
+            due.sort();
+            let ids: Vec<String> = due
+                .into_iter()
+                .take(limit as usize)
+                .map(|(_, id)| id)
+                .collect();
+            for id in &ids {
+                d.claims.insert(id.clone(), lease_until);
+            }
+            Ok(ids)
         })
     }
 

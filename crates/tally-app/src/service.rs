@@ -640,8 +640,9 @@ impl Tally {
         Ok((moved, issued))
     }
 
-    /// Runs the bill run for every live tenant up to `until`, in batches; returns how many
-    /// invoices were issued.
+    /// Runs the bill run for every live tenant up to `until`: claims due contracts in batches
+    /// (so memory does not grow with their number, and several workers share the work), runs
+    /// each one's due steps and commits them. Returns how many invoices were issued.
     pub async fn bill_run(&self, until: Timestamp, batch: u64) -> AppResult<usize> {
         let mut count = 0;
         for tid in self.store.tenant_ids().await? {
@@ -651,26 +652,27 @@ impl Tally {
             if tenant.test_mode {
                 continue;
             }
-            let mut failed = std::collections::HashSet::new();
             loop {
-                let due = self.store.due_contracts(&tid, until, batch).await?;
-                if due.iter().all(|id| failed.contains(id)) {
+                let now = self.clock.now();
+                let lease = now
+                    .checked_add(jiff::SignedDuration::from_secs(LEASE_SECONDS))
+                    .unwrap_or(now);
+                let claimed = self.store.claim_due(&tid, until, batch, now, lease).await?;
+                if claimed.is_empty() {
                     break;
                 }
-                for id in &due {
-                    if failed.contains(id) {
-                        continue;
-                    }
+                for id in &claimed {
                     match self
                         .bill_contract(&tenant, id, until, &Actor::bill_run())
                         .await
                     {
                         Ok(n) => count += n.len(),
-                        // One contract that cannot be billed must not stop the others; it stays
-                        // due and is retried by the next run.
-                        Err(AppError::Core(_)) | Err(AppError::Conflict) => {
-                            failed.insert(id.clone());
+                        // One contract that cannot be billed must not stop the others: its claim
+                        // runs out and a later run tries again.
+                        Err(AppError::Core(e)) => {
+                            tracing::warn!(contract = %id, error = %e, "contract could not be billed");
                         }
+                        Err(AppError::Conflict) => {}
                         Err(e) => return Err(e),
                     }
                 }
@@ -679,3 +681,6 @@ impl Tally {
         Ok(count)
     }
 }
+
+/// How long a bill-run worker holds the contracts it claimed before others may take them.
+const LEASE_SECONDS: i64 = 300;

@@ -226,6 +226,18 @@ pub trait Store: Send + Sync + 'static {
         limit: u64,
     ) -> StoreResult<Vec<String>>;
 
+    /// Claims up to `limit` contracts due at or before `until` that no other worker holds at
+    /// `now`, holding them until `lease_until`; returns their ids in due order. Several workers
+    /// (and processes) calling it at once get disjoint sets.
+    async fn claim_due(
+        &self,
+        tenant: &str,
+        until: Timestamp,
+        limit: u64,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> StoreResult<Vec<String>>;
+
     /// Writes a contract, its invoices (numbered gaplessly), balance changes and events in one
     /// transaction.
     async fn commit(&self, tenant: &str, commit: Commit) -> StoreResult<Committed>;

@@ -77,6 +77,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     lists_page_and_filter(store.as_ref()).await;
     tenants_are_isolated(store.as_ref()).await;
     idempotent_responses(store.as_ref()).await;
+    claims_are_disjoint_and_expire(store.as_ref()).await;
     concurrent_writers_number_gaplessly(store.clone()).await;
     store.ping().await.unwrap();
 }
@@ -560,4 +561,50 @@ async fn concurrent_writers_number_gaplessly(store: Arc<dyn Store>) {
     numbers.sort();
     let want: Vec<String> = (1..=16).map(|n| format!("2024-{n:06}")).collect();
     assert_eq!(numbers, want);
+}
+
+async fn claims_are_disjoint_and_expire(store: &dyn Store) {
+    let t = tenant(store).await;
+    let cu = customer(store, &t, "c").await;
+    let mut ids = Vec::new();
+    for day in ["01", "02", "03"] {
+        let (c, inv) = signed(&cu.id, &format!("2024-01-{day}T00:00:00Z"));
+        ids.push(c.id.clone());
+        store
+            .commit(
+                &t.id,
+                Commit {
+                    contract: Some((c, 0)),
+                    invoices: inv,
+                    events: vec![],
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let until = ts("2024-03-01T00:00:00Z");
+    let now = ts("2026-01-01T00:00:00Z");
+    let lease = ts("2026-01-01T00:05:00Z");
+    let first = store.claim_due(&t.id, until, 2, now, lease).await.unwrap();
+    assert_eq!(first, vec![ids[0].clone(), ids[1].clone()]);
+    let second = store.claim_due(&t.id, until, 2, now, lease).await.unwrap();
+    assert_eq!(
+        second,
+        vec![ids[2].clone()],
+        "claimed contracts are skipped"
+    );
+    assert!(
+        store
+            .claim_due(&t.id, until, 2, now, lease)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // After the lease runs out (a crashed worker), the contracts can be claimed again.
+    let later = ts("2026-01-01T00:06:00Z");
+    let again = store
+        .claim_due(&t.id, until, 10, later, ts("2026-01-01T00:11:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 3);
 }

@@ -385,6 +385,35 @@ impl Store for PgStore {
         .map_err(be)
     }
 
+    async fn claim_due(
+        &self,
+        tenant: &str,
+        until: Timestamp,
+        limit: u64,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> StoreResult<Vec<String>> {
+        // Rows another worker is claiming right now are skipped, not waited for.
+        sqlx::query_scalar(
+            "UPDATE contracts SET claimed_until = $1
+             WHERE tenant_id = $2 AND id IN (
+                 SELECT id FROM contracts
+                 WHERE tenant_id = $2 AND next_due IS NOT NULL AND next_due <= $3
+                   AND (claimed_until IS NULL OR claimed_until < $4)
+                 ORDER BY next_due, id LIMIT $5
+                 FOR UPDATE SKIP LOCKED)
+             RETURNING id",
+        )
+        .bind(micros(lease_until))
+        .bind(tenant)
+        .bind(micros(until))
+        .bind(micros(now))
+        .bind(limit.min(i64::MAX as u64) as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(be)
+    }
+
     async fn commit(&self, tenant: &str, commit: Commit) -> StoreResult<Committed> {
         let mut tx = self.pool.begin().await.map_err(be)?;
         let mut version = 0;

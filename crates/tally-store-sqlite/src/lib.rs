@@ -335,6 +335,35 @@ impl Store for SqliteStore {
         .map_err(be)
     }
 
+    async fn claim_due(
+        &self,
+        tenant: &str,
+        until: Timestamp,
+        limit: u64,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> StoreResult<Vec<String>> {
+        // SQLite has one writer at a time: the UPDATE ... RETURNING is the claim.
+        sqlx::query_scalar(
+            "UPDATE contracts SET claimed_until = ?
+             WHERE tenant_id = ? AND id IN (
+                 SELECT id FROM contracts
+                 WHERE tenant_id = ? AND next_due IS NOT NULL AND next_due <= ?
+                   AND (claimed_until IS NULL OR claimed_until < ?)
+                 ORDER BY next_due, id LIMIT ?)
+             RETURNING id",
+        )
+        .bind(micros(lease_until))
+        .bind(tenant)
+        .bind(tenant)
+        .bind(micros(until))
+        .bind(micros(now))
+        .bind(limit.min(i64::MAX as u64) as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(be)
+    }
+
     async fn commit(&self, tenant: &str, commit: Commit) -> StoreResult<Committed> {
         let mut tx = self.pool.begin().await.map_err(be)?;
         let mut version = 0;

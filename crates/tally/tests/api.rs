@@ -592,3 +592,175 @@ async fn example_trial_then_upgrade() {
         ["11.29", "-7.74", "-15.48", "23.23", "24.77"]
     );
 }
+
+struct Fixed(jiff::Timestamp);
+
+impl tally_app::Clock for Fixed {
+    fn now(&self) -> jiff::Timestamp {
+        self.0
+    }
+}
+
+/// A live tenant with 28 monthly contracts started on Jan 1..28, 2024; "now" is Jun 15, 2024.
+/// Three workers, each with its own connections (as three processes would have), run the bill
+/// run to Sep 1 at once: every renewal is invoiced exactly once and the numbers have no gap; a
+/// second run writes nothing.
+async fn bill_run_with_three_workers(url: &str) {
+    use std::sync::Arc;
+    let now = Arc::new(Fixed("2024-06-15T00:00:00Z".parse().unwrap()));
+    let tally = tally_app::Tally {
+        store: tally::open(url).await.unwrap(),
+        clock: now.clone(),
+    };
+    let (tenant, _) = tally.create_tenant("live", false).await.unwrap();
+    let file = tally_app::catalog_file::CatalogFile::from_json(CATALOG).unwrap();
+    let (tenant, _) = tally.apply_catalog(&tenant, &file).await.unwrap();
+    let actor = tally_app::Actor::bill_run();
+    let mut contracts = Vec::new();
+    for day in 1..=28 {
+        let mut req = tally_core::billing::SignupRequest::new(
+            "",
+            "acme",
+            "basic",
+            tally_core::money::Currency::Usd,
+            tally_core::calendar::Cycle::Month,
+        )
+        .seats("seats", 1);
+        req.activation = Some(format!("2024-01-{day:02}T00:00:00Z").parse().unwrap());
+        let (c, _) = tally.subscribe(&tenant, req, &actor).await.unwrap();
+        contracts.push((day, c.id));
+    }
+    let until: jiff::Timestamp = "2024-09-01T00:00:00Z".parse().unwrap();
+    let mut workers = Vec::new();
+    for _ in 0..3 {
+        let worker = tally_app::Tally {
+            store: tally::open(url).await.unwrap(),
+            clock: now.clone(),
+        };
+        workers.push(tokio::spawn(async move {
+            worker.bill_run(until, 5).await.unwrap()
+        }));
+    }
+    let mut issued = 0;
+    for w in workers {
+        issued += w.await.unwrap();
+    }
+    let all = tally_app::store::Page {
+        offset: 0,
+        limit: u64::MAX,
+    };
+    let (invoices, total) = tally
+        .store
+        .invoices(&tenant.id, &Default::default(), &all)
+        .await
+        .unwrap();
+    let start: jiff::Timestamp = "2024-06-15T00:00:00Z".parse().unwrap();
+    let mut expected_total = 0;
+    for (day, id) in &contracts {
+        // Renewals on the contract's day of June..September that fall in (Jun 15, Sep 1].
+        let want = (6..=9)
+            .filter(|m| {
+                let t: jiff::Timestamp = format!("2024-{m:02}-{day:02}T00:00:00Z").parse().unwrap();
+                t > start && t <= until
+            })
+            .count();
+        let got = invoices
+            .iter()
+            .filter(|i| &i.draft.contract_id == id && i.draft.issued_at > start)
+            .count();
+        assert_eq!(got, want, "contract started on day {day}");
+        // Signup, then one renewal per month from February to the last one up to Jun 15.
+        let before = invoices
+            .iter()
+            .filter(|i| &i.draft.contract_id == id && i.draft.issued_at <= start)
+            .count();
+        assert_eq!(before, if *day <= 15 { 6 } else { 5 }, "day {day}");
+        expected_total += want;
+    }
+    assert_eq!(issued, expected_total);
+    let mut numbers: Vec<String> = invoices.iter().map(|i| i.number.clone()).collect();
+    numbers.sort();
+    let gapless: Vec<String> = (1..=total).map(|n| format!("2024-{n:06}")).collect();
+    assert_eq!(numbers, gapless);
+    assert_eq!(
+        tally.bill_run(until, 5).await.unwrap(),
+        0,
+        "a second run writes nothing"
+    );
+}
+
+#[tokio::test]
+async fn bill_run_with_three_workers_on_sqlite() {
+    let path = std::env::temp_dir().join(format!("tally-test-{}.db", uuid_like()));
+    bill_run_with_three_workers(&format!("sqlite://{}", path.display())).await;
+}
+
+#[tokio::test]
+async fn bill_run_with_three_workers_on_postgres() {
+    let Ok(url) = std::env::var("TALLY_TEST_POSTGRES_URL") else {
+        eprintln!(
+            "skipped: TALLY_TEST_POSTGRES_URL is not set, so the multi-worker bill run did not run on PostgreSQL"
+        );
+        return;
+    };
+    let schema = format!("tally_e2e_{}", uuid_like().replace('-', "_"));
+    tally_store_postgres::PgStore::connect_in_schema(&url, Some(&schema))
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {url} must be reachable: {e}"));
+    let sep = if url.contains('?') { '&' } else { '?' };
+    bill_run_with_three_workers(&format!("{url}{sep}options=-c%20search_path%3D{schema}")).await;
+    tally_store_postgres::PgStore::drop_schema(&url, &schema)
+        .await
+        .unwrap();
+}
+
+/// 16 clients change the same contract at once: every request is answered 200 or 409, each
+/// accepted change is one phase, and the invoice numbers have no gap.
+#[tokio::test]
+async fn concurrent_changes_to_one_contract_lose_nothing() {
+    let app = spawn_app().await;
+    let t = app.tenant().await;
+    let id = app.signup(&t, "1").await;
+    let mut tasks = Vec::new();
+    for n in 2..18 {
+        let client = app.client.clone();
+        let url = format!("{}/v1/c/contract/{id}/upgrade", app.base);
+        let key = t.key.clone();
+        let body = seats_change(&n.to_string(), "2024-03-01T00:00:00Z");
+        tasks.push(tokio::spawn(async move {
+            let r = client
+                .post(url)
+                .header("wb-key", key)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            r.status().as_u16()
+        }));
+    }
+    let mut accepted = 0;
+    for task in tasks {
+        let status = task.await.unwrap();
+        assert!(
+            status == 200 || status == 409 || status == 422,
+            "status {status}"
+        );
+        if status == 200 {
+            accepted += 1;
+        }
+    }
+    assert!(accepted >= 1);
+    let (_, c) = app.get(&t.key, &format!("/v1/c/contract/{id}")).await;
+    assert_eq!(c["phases"].as_array().unwrap().len(), 1 + accepted);
+    let (_, page) = app.get(&t.key, "/v1/c/invoice?limit=100").await;
+    let mut numbers: Vec<String> = page["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["number"].as_str().unwrap().to_string())
+        .collect();
+    numbers.sort();
+    let total = page["total"].as_u64().unwrap();
+    let want: Vec<String> = (1..=total).map(|n| format!("2024-{n:06}")).collect();
+    assert_eq!(numbers, want);
+}
