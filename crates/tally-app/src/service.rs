@@ -105,6 +105,24 @@ pub struct ChangeResult {
     pub invoice: Option<Invoice>,
 }
 
+/// A contract read with what its billing needs: catalog, usage, tax rate, balances.
+struct Loaded {
+    stored: StoredContract,
+    catalog: Catalog,
+    usage: Vec<UsageRecord>,
+    tax_rate: Decimal,
+    balances: BTreeMap<Currency, Decimal>,
+}
+
+impl Loaded {
+    fn context<'a>(&'a self, tenant: &'a Tenant) -> AppResult<BillingContext<'a>> {
+        Ok(BillingContext::new(&self.catalog, &tenant.settings)?
+            .with_usage(&self.usage)
+            .with_tax_rate(self.tax_rate)
+            .with_balances(self.balances.clone()))
+    }
+}
+
 /// Tally's application: the store and the clock, and every use case.
 #[derive(Clone)]
 pub struct Tally {
@@ -242,19 +260,25 @@ impl Tally {
             })
     }
 
-    async fn context_parts(
-        &self,
-        tenant: &Tenant,
-        c: &Contract,
-    ) -> AppResult<(Vec<UsageRecord>, Decimal, BTreeMap<Currency, Decimal>)> {
+    /// Reads a contract with everything its billing needs.
+    async fn load(&self, tenant: &Tenant, contract_id: &str) -> AppResult<Loaded> {
+        let stored = self.contract(tenant, contract_id).await?;
+        let c = &stored.contract;
         let since = c.period.as_ref().map_or(c.created_at, |p| p.start);
         let usage = self.store.usage(&tenant.id, &c.id, since).await?;
         let customer = self.store.customer(&tenant.id, &c.customer_id).await?;
-        let tax = customer
+        let tax_rate = customer
             .and_then(|cu| cu.tax_rate)
             .unwrap_or(tenant.settings.tax_rate);
         let balances = self.store.balances(&tenant.id, &c.customer_id).await?;
-        Ok((usage, tax, balances))
+        let catalog = self.store.catalog(&tenant.id).await?;
+        Ok(Loaded {
+            stored,
+            catalog,
+            usage,
+            tax_rate,
+            balances,
+        })
     }
 
     /// Subscribes a customer (seed 004) and returns the new contract and its invoices.
@@ -316,21 +340,15 @@ impl Tally {
         ) -> AppResult<(Contract, Vec<InvoiceDraft>, Vec<Event>, T)>,
     ) -> AppResult<(Contract, Vec<Invoice>, T)> {
         for _ in 0..RETRIES {
-            let stored = self.contract(tenant, contract_id).await?;
+            let loaded = self.load(tenant, contract_id).await?;
+            let stored = &loaded.stored;
             let now = self.now(tenant);
-            let catalog = self.store.catalog(&tenant.id).await?;
-            let (usage, tax, balances) = self.context_parts(tenant, &stored.contract).await?;
-            let cx = BillingContext::new(&catalog, &tenant.settings)?
-                .with_usage(&usage)
-                .with_tax_rate(tax)
-                .with_balances(balances);
+            let cx = loaded.context(tenant)?;
             let caught_up = advance(&stored.contract, &cx, now)?;
             let mut invoices: Vec<InvoiceDraft> = caught_up.invoices().cloned().collect();
-            let mut bal = cx.balances.clone();
-            for i in &invoices {
-                *bal.entry(i.currency).or_default() += i.credit_added - i.credit_applied;
-            }
-            let cx2 = cx.clone().with_balances(bal);
+            let cx2 = cx
+                .clone()
+                .with_balances(caught_up.balances_after(&cx.balances));
             let (c, more, mut events, extra) = f(&caught_up.contract, &cx2, now)?;
             if !write {
                 return Ok((c, Vec::new(), extra));
@@ -545,13 +563,9 @@ impl Tally {
         actor: &Actor,
     ) -> AppResult<Vec<Invoice>> {
         for _ in 0..RETRIES {
-            let stored = self.contract(tenant, contract_id).await?;
-            let catalog = self.store.catalog(&tenant.id).await?;
-            let (usage, tax, balances) = self.context_parts(tenant, &stored.contract).await?;
-            let cx = BillingContext::new(&catalog, &tenant.settings)?
-                .with_usage(&usage)
-                .with_tax_rate(tax)
-                .with_balances(balances);
+            let loaded = self.load(tenant, contract_id).await?;
+            let stored = &loaded.stored;
+            let cx = loaded.context(tenant)?;
             let out = advance(&stored.contract, &cx, until)?;
             if out.steps.is_empty() {
                 return Ok(Vec::new());

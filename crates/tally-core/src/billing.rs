@@ -616,6 +616,14 @@ impl AdvanceOutcome {
     pub fn invoices(&self) -> impl Iterator<Item = &InvoiceDraft> {
         self.steps.iter().flat_map(|s| s.invoices.iter())
     }
+
+    /// The credit balances after these invoices, from the balances before them.
+    pub fn balances_after(
+        &self,
+        before: &BTreeMap<Currency, Decimal>,
+    ) -> BTreeMap<Currency, Decimal> {
+        balances_after(before, self.invoices())
+    }
 }
 
 /// The most steps one call runs: a bound on runaway loops (an hourly contract advanced ten years
@@ -823,10 +831,8 @@ pub fn subscribe(
     // An activation in the past: every period up to now is invoiced, each on its own invoice.
     let caught_up = advance(
         &c,
-        &BillingContext {
-            balances: balances_after(cx, &invoices),
-            ..cx.clone()
-        },
+        &cx.clone()
+            .with_balances(balances_after(&cx.balances, &invoices)),
         now,
     )?;
     invoices.extend(caught_up.invoices().cloned());
@@ -836,8 +842,12 @@ pub fn subscribe(
     })
 }
 
-fn balances_after(cx: &BillingContext, invoices: &[InvoiceDraft]) -> BTreeMap<Currency, Decimal> {
-    let mut b = cx.balances.clone();
+/// Credit balances after `invoices`: each adds its negative total and takes what it consumed.
+fn balances_after<'i>(
+    before: &BTreeMap<Currency, Decimal>,
+    invoices: impl IntoIterator<Item = &'i InvoiceDraft>,
+) -> BTreeMap<Currency, Decimal> {
+    let mut b = before.clone();
     for i in invoices {
         *b.entry(i.currency).or_default() += i.credit_added - i.credit_applied;
     }

@@ -394,7 +394,7 @@ impl Store for PgStore {
         lease_until: Timestamp,
     ) -> StoreResult<Vec<String>> {
         // Rows another worker is claiming right now are skipped, not waited for.
-        sqlx::query_scalar(
+        let mut rows: Vec<(String, i64)> = sqlx::query_as(
             "UPDATE contracts SET claimed_until = $1
              WHERE tenant_id = $2 AND id IN (
                  SELECT id FROM contracts
@@ -402,7 +402,7 @@ impl Store for PgStore {
                    AND (claimed_until IS NULL OR claimed_until < $4)
                  ORDER BY next_due, id LIMIT $5
                  FOR UPDATE SKIP LOCKED)
-             RETURNING id",
+             RETURNING id, next_due",
         )
         .bind(micros(lease_until))
         .bind(tenant)
@@ -411,7 +411,10 @@ impl Store for PgStore {
         .bind(limit.min(i64::MAX as u64) as i64)
         .fetch_all(&self.pool)
         .await
-        .map_err(be)
+        .map_err(be)?;
+        // RETURNING does not keep the subquery's order: put them back in due order.
+        rows.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+        Ok(rows.into_iter().map(|(id, _)| id).collect())
     }
 
     async fn commit(&self, tenant: &str, commit: Commit) -> StoreResult<Committed> {

@@ -344,14 +344,14 @@ impl Store for SqliteStore {
         lease_until: Timestamp,
     ) -> StoreResult<Vec<String>> {
         // SQLite has one writer at a time: the UPDATE ... RETURNING is the claim.
-        sqlx::query_scalar(
+        let mut rows: Vec<(String, i64)> = sqlx::query_as(
             "UPDATE contracts SET claimed_until = ?
              WHERE tenant_id = ? AND id IN (
                  SELECT id FROM contracts
                  WHERE tenant_id = ? AND next_due IS NOT NULL AND next_due <= ?
                    AND (claimed_until IS NULL OR claimed_until < ?)
                  ORDER BY next_due, id LIMIT ?)
-             RETURNING id",
+             RETURNING id, next_due",
         )
         .bind(micros(lease_until))
         .bind(tenant)
@@ -361,7 +361,10 @@ impl Store for SqliteStore {
         .bind(limit.min(i64::MAX as u64) as i64)
         .fetch_all(&self.pool)
         .await
-        .map_err(be)
+        .map_err(be)?;
+        // RETURNING does not keep the subquery's order: put them back in due order.
+        rows.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+        Ok(rows.into_iter().map(|(id, _)| id).collect())
     }
 
     async fn commit(&self, tenant: &str, commit: Commit) -> StoreResult<Committed> {
