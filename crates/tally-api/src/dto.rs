@@ -58,17 +58,28 @@ pub struct SignupBody {
     pub feature_configuration: BTreeMap<String, FeatureOverride>,
 }
 
-/// Parses an optional RFC 3339 instant where an empty string means "absent".
+/// Parses an optional RFC 3339 instant (or a plain date, its midnight UTC) where an empty string
+/// means "absent".
 pub fn optional_instant(v: &Option<String>, param: &str) -> Result<Option<Timestamp>, ApiError> {
     match v.as_deref().map(str::trim) {
         None | Some("") => Ok(None),
-        Some(s) => s.parse().map(Some).map_err(|_| {
-            ApiError::unprocessable(
-                "invalid_value",
-                Some(param),
-                format!("expected an RFC 3339 instant, got `{s}`"),
-            )
-        }),
+        Some(s) => {
+            if let Ok(t) = s.parse() {
+                return Ok(Some(t));
+            }
+            // A plain date (Wingback's list filters) means its midnight, UTC.
+            s.parse::<jiff::civil::Date>()
+                .ok()
+                .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC).ok())
+                .map(|z| Some(z.timestamp()))
+                .ok_or_else(|| {
+                    ApiError::unprocessable(
+                        "invalid_value",
+                        Some(param),
+                        format!("expected an RFC 3339 instant or a date, got `{s}`"),
+                    )
+                })
+        }
     }
 }
 
@@ -163,6 +174,43 @@ pub enum UpgradeConfiguration {
     ChangeBillingDate(BillingDateConfiguration),
 }
 
+/// The documented shape of [`UpgradeConfiguration`]: one object per strategy, each with its own
+/// fields and `upgrade_strategy` naming it (unknown fields are refused).
+fn upgrade_configuration_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::PartialSchema;
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+    let variant = |schema: RefOr<Schema>, tag: &str| -> RefOr<Schema> {
+        match schema {
+            RefOr::T(Schema::Object(mut o)) => {
+                o.properties.insert(
+                    "upgrade_strategy".into(),
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some([tag]))
+                        .into(),
+                );
+                o.required.push("upgrade_strategy".into());
+                RefOr::T(Schema::Object(o))
+            }
+            other => other,
+        }
+    };
+    Schema::OneOf(
+        OneOfBuilder::new()
+            .item(variant(PlanUpgrade::schema(), "new_plan"))
+            .item(variant(UnitCountUpgrade::schema(), "change_unit_count"))
+            .item(variant(
+                BillingDateConfiguration::schema(),
+                "change_billing_date",
+            ))
+            .description(Some(
+                "The change, by `upgrade_strategy` (seed 000's UpgradeConfiguration)",
+            ))
+            .build(),
+    )
+}
+
 /// How a change is prorated (Tally's extension of the upgrade body).
 #[derive(utoipa::ToSchema, Debug, Clone, Copy, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -181,6 +229,7 @@ pub struct UpgradeBody {
     #[serde(default)]
     pub downgrade_allowed: bool,
     /// The change.
+    #[schema(schema_with = upgrade_configuration_schema)]
     pub upgrade_configuration: UpgradeConfiguration,
     /// Proration (extension; default `create_prorations`).
     #[serde(default)]

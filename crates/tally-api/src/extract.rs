@@ -103,16 +103,34 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
     }
 }
 
-/// Parses JSON with the path of the offending field in the error: a body that is not JSON at all
-/// is a 400 `malformed_json`; JSON of the wrong shape is a 422 `invalid_body` naming the field.
+/// Parses a JSON object with the path of the offending field in the error: a body that is not
+/// JSON at all is a 400 `malformed_json`; JSON of the wrong shape (an array or a scalar where an
+/// object is expected, a wrong type, a missing or unknown field) is a 422 `invalid_body`.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+    let value = parse_value(bytes)?;
+    if !value.is_object() {
+        return Err(ApiError::unprocessable(
+            "invalid_body",
+            None,
+            "expected a JSON object",
+        ));
+    }
+    from_value(value)
+}
+
+/// Parses any JSON value; a body that is not JSON is a 400 `malformed_json`.
+pub fn parse_value(bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
         ApiError::bad_request(
             "malformed_json",
             None,
             format!("the body is not valid JSON: {e}"),
         )
-    })?;
+    })
+}
+
+/// Reads a JSON value as `T`, naming the offending field in a 422 `invalid_body`.
+pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let param = if path == "." || path.is_empty() {
@@ -122,6 +140,29 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         };
         ApiError::unprocessable("invalid_body", param, e.inner().to_string())
     })
+}
+
+/// Query parameters; a wrong one is a 422 `invalid_query` naming it, as problem+json.
+pub struct Params<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(Params)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let param = if path == "." || path.is_empty() {
+                    None
+                } else {
+                    Some(path.as_str())
+                };
+                ApiError::unprocessable("invalid_query", param, e.inner().to_string())
+            })
+    }
 }
 
 /// Assigns a request id and, for POSTs with an `Idempotency-Key`, replays the first response of

@@ -116,6 +116,7 @@ async fn method_not_allowed() -> error::ApiError {
         description = "Exact subscription billing. The native API speaks the Wingback dialect: `/v1/c/...`, `wb-key` header, prefixed ids, decimal strings for money, RFC 3339 instants, problem+json errors with a stable `code` and the offending `param`. Every POST accepts an `Idempotency-Key` header."
     ),
     modifiers(&KeyScheme),
+    components(schemas(dto::UpgradeActivation, dto::PlanUpgrade, dto::UnitCountUpgrade, dto::BillingDateConfiguration)),
     tags(
         (name = "customer", description = "Customers and their credit balances"),
         (name = "contract", description = "Subscriptions, their changes, previews and timelines"),

@@ -2,7 +2,7 @@
 //! invoices, catalog and the test clock. Each handler parses, calls one use case, and renders.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use rust_decimal::Decimal;
@@ -17,7 +17,7 @@ use tally_core::prelude::*;
 use crate::AppState;
 use crate::dto::*;
 use crate::error::{ApiError, Problem};
-use crate::extract::{Auth, Body, RequestId};
+use crate::extract::{Auth, Body, Params, RequestId};
 
 type ApiResult<T = Response> = Result<T, ApiError>;
 
@@ -33,7 +33,7 @@ fn ok(v: Value) -> Response {
 }
 
 /// `POST /v1/c/customer`: create, or update when `id` is set; answers the id.
-#[utoipa::path(post, path = "/customer", tag = "customer",  request_body = CustomerBody, responses((status = 200, description = "The customer id", body = String), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
+#[utoipa::path(post, path = "/customer", tag = "customer",  request_body = CustomerBody, responses((status = 200, description = "The customer id", body = String, content_type = "application/json"), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn save_customer(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -180,7 +180,7 @@ pub async fn get_balance(
 }
 
 /// `POST /v1/c/contract` (seed 004): answers the new contract's id.
-#[utoipa::path(post, path = "/contract", tag = "contract",  request_body = SignupBody, responses((status = 200, description = "The new contract id", body = String), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
+#[utoipa::path(post, path = "/contract", tag = "contract",  request_body = SignupBody, responses((status = 200, description = "The new contract id", body = String, content_type = "application/json"), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn create_contract(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -240,7 +240,7 @@ pub struct ContractListQuery {
 pub async fn list_contracts(
     State(s): State<AppState>,
     Auth(t): Auth,
-    Query(q): Query<ContractListQuery>,
+    Params(q): Params<ContractListQuery>,
 ) -> ApiResult {
     let page = PageQuery {
         limit: q.limit,
@@ -289,7 +289,7 @@ pub async fn get_contract(
 }
 
 /// `POST /v1/c/contract/{id}/upgrade` (seed 000): answers the id of the contract in force.
-#[utoipa::path(post, path = "/contract/{id}/upgrade", tag = "contract", params(("id" = String, Path, description = "Id (or slug)")), request_body = UpgradeBody, responses((status = 200, description = "The id of the contract in force after the change", body = String), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
+#[utoipa::path(post, path = "/contract/{id}/upgrade", tag = "contract", params(("id" = String, Path, description = "Id (or slug)")), request_body = UpgradeBody, responses((status = 200, description = "The id of the contract in force after the change", body = String, content_type = "application/json"), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn upgrade(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -525,7 +525,7 @@ pub async fn contract_invoices(
     State(s): State<AppState>,
     Auth(t): Auth,
     Path(id): Path<String>,
-    Query(q): Query<PageQuery>,
+    Params(q): Params<PageQuery>,
 ) -> ApiResult {
     s.tally.contract(&t, &id).await?;
     let page = q.page()?;
@@ -556,7 +556,7 @@ fn usage_record(s: &AppState, t: &tally_app::store::Tenant, b: UsageBody) -> Usa
 }
 
 /// `POST /v1/c/usage`: one usage event.
-#[utoipa::path(post, path = "/usage", tag = "usage",  request_body = UsageBody, responses((status = 200, description = "Recorded", body = String), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
+#[utoipa::path(post, path = "/usage", tag = "usage",  request_body = UsageBody, responses((status = 200, description = "Recorded", body = String, content_type = "application/json"), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn post_usage(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -569,16 +569,30 @@ pub async fn post_usage(
 }
 
 /// `POST /v1/c/usage/bulk`: an array of events; per-entry errors keyed by index.
-#[utoipa::path(post, path = "/usage/bulk", tag = "usage",  request_body = Vec<UsageBody>, responses((status = 200, description = "Recorded", body = String), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
+#[utoipa::path(post, path = "/usage/bulk", tag = "usage",  request_body = Vec<UsageBody>, responses((status = 200, description = "Recorded", body = String, content_type = "application/json"), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn post_usage_bulk(
     State(s): State<AppState>,
     Auth(t): Auth,
-    Body(items): Body<Vec<Value>>,
+    body: axum::body::Bytes,
 ) -> ApiResult {
+    let Value::Array(items) = crate::extract::parse_value(&body)? else {
+        return Err(ApiError::unprocessable(
+            "invalid_body",
+            None,
+            "expected a JSON array of usage events",
+        ));
+    };
     let mut errors = serde_json::Map::new();
     for (i, item) in items.into_iter().enumerate() {
-        let parsed: Result<UsageBody, ApiError> =
-            crate::extract::parse_json(item.to_string().as_bytes());
+        let parsed: Result<UsageBody, ApiError> = if item.is_object() {
+            crate::extract::from_value(item)
+        } else {
+            Err(ApiError::unprocessable(
+                "invalid_body",
+                None,
+                "expected a JSON object",
+            ))
+        };
         let result = match parsed {
             Ok(b) => {
                 let customer = b.customer_id.clone();
@@ -647,7 +661,7 @@ pub struct InvoiceListQuery {
 pub async fn list_invoices(
     State(s): State<AppState>,
     Auth(t): Auth,
-    Query(q): Query<InvoiceListQuery>,
+    Params(q): Params<InvoiceListQuery>,
 ) -> ApiResult {
     let page = PageQuery {
         limit: q.limit,

@@ -180,6 +180,19 @@ async fn signup_issues_the_first_invoice() {
     let (s, page) = app.get(&t.key, "/v1/c/invoice").await;
     assert_eq!(s, 200);
     assert_eq!(page["total"], 1);
+    let (_, none) = app
+        .get(&t.key, "/v1/c/invoice?customer=acme&date_after=2024-03-02")
+        .await;
+    assert_eq!(none["total"], 0);
+    let (_, one) = app
+        .get(
+            &t.key,
+            "/v1/c/invoice?date_after=2024-03-01&date_before=2024-03-02",
+        )
+        .await;
+    assert_eq!(one["total"], 1);
+    let (s, bad) = app.get(&t.key, "/v1/c/invoice?date_after=soon").await;
+    assert_eq!((s, bad["param"].as_str()), (422, Some("date_after")));
     let inv = &page["hits"][0];
     // 10.00 platform + 4 x 5.00 seats = 30.00
     assert_eq!(amounts(inv), ["10.00", "20.00"]);
