@@ -294,6 +294,59 @@ impl Store for MemoryStore {
         })
     }
 
+    async fn commit_batch(
+        &self,
+        tenant: &str,
+        commits: Vec<Commit>,
+    ) -> StoreResult<Vec<StoreResult<Committed>>> {
+        let mut out = Vec::with_capacity(commits.len());
+        for c in commits {
+            match self.commit(tenant, c).await {
+                Err(StoreError::Conflict) => out.push(Err(StoreError::Conflict)),
+                Err(e) => return Err(e),
+                Ok(d) => out.push(Ok(d)),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn contracts_by_ids(
+        &self,
+        tenant: &str,
+        ids: &[String],
+    ) -> StoreResult<Vec<StoredContract>> {
+        self.with(|i| {
+            Ok(data(i, tenant)
+                .contracts
+                .iter()
+                .filter(|c| ids.contains(&c.contract.id))
+                .cloned()
+                .collect())
+        })
+    }
+
+    async fn usage_of(
+        &self,
+        tenant: &str,
+        contract_ids: &[String],
+        since: Timestamp,
+    ) -> StoreResult<BTreeMap<String, Vec<UsageRecord>>> {
+        self.with(|i| {
+            let d = data(i, tenant);
+            Ok(contract_ids
+                .iter()
+                .filter_map(|id| {
+                    d.usage.get(id).map(|v| {
+                        (
+                            id.clone(),
+                            v.iter().filter(|r| r.timestamp >= since).cloned().collect(),
+                        )
+                    })
+                })
+                .collect())
+        })
+    }
+
     async fn record_usage(
         &self,
         tenant: &str,

@@ -150,6 +150,29 @@ fn events_for(
     }
 }
 
+/// The invoices and events of the billing steps an advance ran.
+fn step_records(out: &AdvanceOutcome, actor: &Actor) -> (Vec<InvoiceDraft>, Vec<Event>) {
+    let invoices: Vec<InvoiceDraft> = out.invoices().cloned().collect();
+    let mut events = invoice_events(&out.contract, &invoices, actor);
+    for s in &out.steps {
+        let kind = match &s.kind {
+            StepKind::Activation => "v1.contract.signature.completed",
+            StepKind::ScheduledChange { .. } => "v1.contract.change.applied",
+            StepKind::Cancellation => "v1.contract.cancellation.completed",
+            StepKind::TrialEnd => "v1.contract.trial.ended",
+            StepKind::Renewal => "v1.contract.renewed",
+        };
+        events.push(events_for(
+            &out.contract,
+            kind,
+            s.at,
+            actor,
+            json!({ "step": s.kind, "dropped": s.dropped }),
+        ));
+    }
+    (invoices, events)
+}
+
 fn invoice_events(c: &Contract, invoices: &[InvoiceDraft], actor: &Actor) -> Vec<Event> {
     invoices
         .iter()
@@ -570,24 +593,7 @@ impl Tally {
             if out.steps.is_empty() {
                 return Ok(Vec::new());
             }
-            let invoices: Vec<InvoiceDraft> = out.invoices().cloned().collect();
-            let mut events = invoice_events(&out.contract, &invoices, actor);
-            for s in &out.steps {
-                let kind = match &s.kind {
-                    StepKind::Activation => "v1.contract.signature.completed",
-                    StepKind::ScheduledChange { .. } => "v1.contract.change.applied",
-                    StepKind::Cancellation => "v1.contract.cancellation.completed",
-                    StepKind::TrialEnd => "v1.contract.trial.ended",
-                    StepKind::Renewal => "v1.contract.renewed",
-                };
-                events.push(events_for(
-                    &out.contract,
-                    kind,
-                    s.at,
-                    actor,
-                    json!({ "step": s.kind, "dropped": s.dropped }),
-                ));
-            }
+            let (invoices, events) = step_records(&out, actor);
             match self
                 .store
                 .commit(
@@ -675,21 +681,108 @@ impl Tally {
                 if claimed.is_empty() {
                     break;
                 }
-                for id in &claimed {
-                    match self
-                        .bill_contract(&tenant, id, until, &Actor::bill_run())
-                        .await
-                    {
-                        Ok(n) => count += n.len(),
-                        // One contract that cannot be billed must not stop the others: its claim
-                        // runs out and a later run tries again.
-                        Err(AppError::Core(e)) => {
-                            tracing::warn!(contract = %id, error = %e, "contract could not be billed");
-                        }
-                        Err(AppError::Conflict) => {}
-                        Err(e) => return Err(e),
-                    }
+                count += self.bill_batch(&tenant, &claimed, until).await?;
+            }
+        }
+        Ok(count)
+    }
+}
+
+impl Tally {
+    /// Bills one claimed batch: the contracts, their usage, customers and balances read in a few
+    /// queries, every due step computed, and all of it written in one transaction. A contract
+    /// whose write lost a race, or whose customer's credit balance an earlier contract in the
+    /// batch already moved, is billed on its own afterwards.
+    async fn bill_batch(
+        &self,
+        tenant: &Tenant,
+        ids: &[String],
+        until: Timestamp,
+    ) -> AppResult<usize> {
+        let actor = Actor::bill_run();
+        let catalog = self.store.catalog(&tenant.id).await?;
+        let contracts = self.store.contracts_by_ids(&tenant.id, ids).await?;
+        let since = contracts
+            .iter()
+            .map(|s| {
+                s.contract
+                    .period
+                    .as_ref()
+                    .map_or(s.contract.created_at, |p| p.start)
+            })
+            .min()
+            .unwrap_or(until);
+        let usage = self.store.usage_of(&tenant.id, ids, since).await?;
+        // Per customer: tax rate, credit balances, and whether this batch already moved them.
+        let mut customers: BTreeMap<String, (Decimal, BTreeMap<Currency, Decimal>, bool)> =
+            BTreeMap::new();
+        let mut commits = Vec::new();
+        let mut committed_ids = Vec::new();
+        let mut alone = Vec::new();
+        for stored in contracts {
+            let c = &stored.contract;
+            if !customers.contains_key(&c.customer_id) {
+                let tax = self
+                    .store
+                    .customer(&tenant.id, &c.customer_id)
+                    .await?
+                    .and_then(|cu| cu.tax_rate)
+                    .unwrap_or(tenant.settings.tax_rate);
+                let balances = self.store.balances(&tenant.id, &c.customer_id).await?;
+                customers.insert(c.customer_id.clone(), (tax, balances, false));
+            }
+            let Some((tax, balances, moved)) = customers.get_mut(&c.customer_id) else {
+                continue;
+            };
+            if *moved {
+                alone.push(c.id.clone());
+                continue;
+            }
+            let records = usage.get(&c.id).map_or(&[][..], Vec::as_slice);
+            let cx = BillingContext::new(&catalog, &tenant.settings)?
+                .with_usage(records)
+                .with_tax_rate(*tax)
+                .with_balances(balances.clone());
+            let out = match advance(c, &cx, until) {
+                Ok(out) => out,
+                Err(e) => {
+                    // One contract that cannot be billed must not stop the others: its claim
+                    // runs out and a later run tries again.
+                    tracing::warn!(contract = %c.id, error = %e, "contract could not be billed");
+                    continue;
                 }
+            };
+            if out.steps.is_empty() {
+                continue;
+            }
+            *moved = out
+                .invoices()
+                .any(|i| !i.credit_applied.is_zero() || !i.credit_added.is_zero());
+            let (invoices, events) = step_records(&out, &actor);
+            committed_ids.push(c.id.clone());
+            commits.push(Commit {
+                contract: Some((out.contract, stored.version)),
+                invoices,
+                events,
+            });
+        }
+        let mut count = 0;
+        let results = self.store.commit_batch(&tenant.id, commits).await?;
+        for (id, result) in committed_ids.into_iter().zip(results) {
+            match result {
+                Ok(done) => count += done.invoices.len(),
+                Err(StoreError::Conflict) => alone.push(id),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        for id in alone {
+            match self.bill_contract(tenant, &id, until, &actor).await {
+                Ok(n) => count += n.len(),
+                Err(AppError::Core(e)) => {
+                    tracing::warn!(contract = %id, error = %e, "contract could not be billed");
+                }
+                Err(AppError::Conflict) => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(count)

@@ -242,6 +242,30 @@ pub trait Store: Send + Sync + 'static {
     /// transaction.
     async fn commit(&self, tenant: &str, commit: Commit) -> StoreResult<Committed>;
 
+    /// Writes several commits in one transaction (the bill run's batches). Each is all or
+    /// nothing: one that lost its race comes back as [`StoreError::Conflict`] having written
+    /// nothing, and the others are written. Only for contracts that already exist.
+    async fn commit_batch(
+        &self,
+        tenant: &str,
+        commits: Vec<Commit>,
+    ) -> StoreResult<Vec<StoreResult<Committed>>>;
+
+    /// Several contracts by id, in no particular order (unknown ids are left out).
+    async fn contracts_by_ids(
+        &self,
+        tenant: &str,
+        ids: &[String],
+    ) -> StoreResult<Vec<StoredContract>>;
+
+    /// The usage of several contracts at or after `since`, by contract id.
+    async fn usage_of(
+        &self,
+        tenant: &str,
+        contract_ids: &[String],
+        since: Timestamp,
+    ) -> StoreResult<BTreeMap<String, Vec<UsageRecord>>>;
+
     /// Records usage of a contract.
     async fn record_usage(
         &self,

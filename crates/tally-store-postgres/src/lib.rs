@@ -158,6 +158,169 @@ impl PgStore {
     }
 }
 
+/// Writes one commit inside an open transaction: the contract's version check first (a lost race
+/// returns [`StoreError::Conflict`] having written nothing), then invoices, balances and events.
+async fn write_commit(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    tenant: &str,
+    commit: Commit,
+) -> StoreResult<Committed> {
+    let mut version = 0;
+    // The first statement writes, so the transaction holds the write lock from here on.
+    if let Some((c, expected)) = &commit.contract {
+        let body = to_json(c)?;
+        let due = next_due(c).map(micros);
+        let status = serde_json::to_value(c.status).map_err(be)?;
+        let status = status.as_str().unwrap_or("active").to_string();
+        if *expected == 0 {
+            sqlx::query(
+                "INSERT INTO contracts (tenant_id, id, customer_id, status, next_due, version, body)
+                 VALUES ($1, $2, $3, $4, $5, 1, $6)",
+            )
+            .bind(tenant)
+            .bind(&c.id)
+            .bind(&c.customer_id)
+            .bind(&status)
+            .bind(due)
+            .bind(&body)
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| match e {
+                sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Duplicate(format!("contract {}", c.id)),
+                other => be(other),
+            })?;
+            version = 1;
+        } else {
+            let done = sqlx::query(
+                "UPDATE contracts SET status = $1, next_due = $2, version = version + 1, body = $3
+                 WHERE tenant_id = $4 AND id = $5 AND version = $6",
+            )
+            .bind(&status)
+            .bind(due)
+            .bind(&body)
+            .bind(tenant)
+            .bind(&c.id)
+            .bind(expected)
+            .execute(&mut **tx)
+            .await
+            .map_err(be)?;
+            if done.rows_affected() != 1 {
+                return Err(StoreError::Conflict);
+            }
+            version = expected + 1;
+        }
+    }
+    let mut issued = Vec::new();
+    for draft in commit.invoices {
+        let exists: Option<i64> =
+            sqlx::query_scalar("SELECT seq FROM invoices WHERE tenant_id = $1 AND step_key = $2")
+                .bind(tenant)
+                .bind(&draft.step_key)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(be)?;
+        if exists.is_some() {
+            continue;
+        }
+        let seq: i64 = sqlx::query_scalar(
+            "UPDATE tenants SET invoice_seq = invoice_seq + 1 WHERE id = $1 RETURNING invoice_seq",
+        )
+        .bind(tenant)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(be)?;
+        let inv = Invoice {
+            id: tally_app::ids::new_id("Inv"),
+            number: invoice_number(draft.issued_at, seq),
+            status: InvoiceStatus::Open,
+            draft,
+        };
+        let d = &inv.draft;
+        sqlx::query(
+            "INSERT INTO invoices (tenant_id, id, seq, number, contract_id, customer_id, issued_at, status, step_key, body)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'open', $8, $9)",
+        )
+        .bind(tenant)
+        .bind(&inv.id)
+        .bind(seq)
+        .bind(&inv.number)
+        .bind(&d.contract_id)
+        .bind(&d.customer_id)
+        .bind(micros(d.issued_at))
+        .bind(&d.step_key)
+        .bind(to_json(d)?)
+        .execute(&mut **tx)
+        .await
+        .map_err(be)?;
+        for (i, l) in d.lines.iter().enumerate() {
+            let kind = serde_json::to_value(l.kind).map_err(be)?;
+            sqlx::query(
+                "INSERT INTO invoice_lines (tenant_id, invoice_id, idx, kind, feature_slug, description, quantity, unit_amount, amount, period_start, period_end)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            )
+            .bind(tenant)
+            .bind(&inv.id)
+            .bind(i as i32)
+            .bind(kind.as_str().unwrap_or_default())
+            .bind(&l.feature_slug)
+            .bind(&l.description)
+            .bind(l.quantity.to_string())
+            .bind(l.unit_amount.to_string())
+            .bind(l.amount.to_string())
+            .bind(micros(l.period_start))
+            .bind(micros(l.period_end))
+            .execute(&mut **tx)
+            .await
+            .map_err(be)?;
+        }
+        let delta = d.credit_added - d.credit_applied;
+        if !delta.is_zero() {
+            let current: Option<String> = sqlx::query_scalar(
+                "SELECT amount FROM balances WHERE tenant_id = $1 AND customer_id = $2 AND currency = $3",
+            )
+            .bind(tenant)
+            .bind(&d.customer_id)
+            .bind(d.currency.code())
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(be)?;
+            let now = current
+                .map(|s| Decimal::from_str(&s).map_err(be))
+                .transpose()?
+                .unwrap_or_default()
+                + delta;
+            sqlx::query(
+                "INSERT INTO balances (tenant_id, customer_id, currency, amount) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (tenant_id, customer_id, currency) DO UPDATE SET amount = excluded.amount",
+            )
+            .bind(tenant)
+            .bind(&d.customer_id)
+            .bind(d.currency.code())
+            .bind(now.to_string())
+            .execute(&mut **tx)
+            .await
+            .map_err(be)?;
+        }
+        issued.push(inv);
+    }
+    for e in &commit.events {
+        sqlx::query(
+            "INSERT INTO events (tenant_id, id, contract_id, body) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(tenant)
+        .bind(&e.id)
+        .bind(&e.contract_id)
+        .bind(to_json(e)?)
+        .execute(&mut **tx)
+        .await
+        .map_err(be)?;
+    }
+    Ok(Committed {
+        invoices: issued,
+        version,
+    })
+}
+
 #[async_trait]
 impl Store for PgStore {
     async fn create_tenant(&self, tenant: &Tenant, key_hash: &str) -> StoreResult<()> {
@@ -419,160 +582,80 @@ impl Store for PgStore {
 
     async fn commit(&self, tenant: &str, commit: Commit) -> StoreResult<Committed> {
         let mut tx = self.pool.begin().await.map_err(be)?;
-        let mut version = 0;
-        // The first statement writes, so the transaction holds the write lock from here on.
-        if let Some((c, expected)) = &commit.contract {
-            let body = to_json(c)?;
-            let due = next_due(c).map(micros);
-            let status = serde_json::to_value(c.status).map_err(be)?;
-            let status = status.as_str().unwrap_or("active").to_string();
-            if *expected == 0 {
-                sqlx::query(
-                    "INSERT INTO contracts (tenant_id, id, customer_id, status, next_due, version, body)
-                     VALUES ($1, $2, $3, $4, $5, 1, $6)",
-                )
-                .bind(tenant)
-                .bind(&c.id)
-                .bind(&c.customer_id)
-                .bind(&status)
-                .bind(due)
-                .bind(&body)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| match e {
-                    sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Duplicate(format!("contract {}", c.id)),
-                    other => be(other),
-                })?;
-                version = 1;
-            } else {
-                let done = sqlx::query(
-                    "UPDATE contracts SET status = $1, next_due = $2, version = version + 1, body = $3
-                     WHERE tenant_id = $4 AND id = $5 AND version = $6",
-                )
-                .bind(&status)
-                .bind(due)
-                .bind(&body)
-                .bind(tenant)
-                .bind(&c.id)
-                .bind(expected)
-                .execute(&mut *tx)
-                .await
-                .map_err(be)?;
-                if done.rows_affected() != 1 {
-                    return Err(StoreError::Conflict);
-                }
-                version = expected + 1;
+        let done = write_commit(&mut tx, tenant, commit).await?;
+        tx.commit().await.map_err(be)?;
+        Ok(done)
+    }
+
+    async fn commit_batch(
+        &self,
+        tenant: &str,
+        commits: Vec<Commit>,
+    ) -> StoreResult<Vec<StoreResult<Committed>>> {
+        let mut tx = self.pool.begin().await.map_err(be)?;
+        let mut out = Vec::with_capacity(commits.len());
+        for commit in commits {
+            match write_commit(&mut tx, tenant, commit).await {
+                Err(StoreError::Conflict) => out.push(Err(StoreError::Conflict)),
+                Err(e) => return Err(e),
+                Ok(done) => out.push(Ok(done)),
             }
-        }
-        let mut issued = Vec::new();
-        for draft in commit.invoices {
-            let exists: Option<i64> = sqlx::query_scalar(
-                "SELECT seq FROM invoices WHERE tenant_id = $1 AND step_key = $2",
-            )
-            .bind(tenant)
-            .bind(&draft.step_key)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(be)?;
-            if exists.is_some() {
-                continue;
-            }
-            let seq: i64 = sqlx::query_scalar("UPDATE tenants SET invoice_seq = invoice_seq + 1 WHERE id = $1 RETURNING invoice_seq")
-                .bind(tenant)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(be)?;
-            let inv = Invoice {
-                id: tally_app::ids::new_id("Inv"),
-                number: invoice_number(draft.issued_at, seq),
-                status: InvoiceStatus::Open,
-                draft,
-            };
-            let d = &inv.draft;
-            sqlx::query(
-                "INSERT INTO invoices (tenant_id, id, seq, number, contract_id, customer_id, issued_at, status, step_key, body)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'open', $8, $9)",
-            )
-            .bind(tenant)
-            .bind(&inv.id)
-            .bind(seq)
-            .bind(&inv.number)
-            .bind(&d.contract_id)
-            .bind(&d.customer_id)
-            .bind(micros(d.issued_at))
-            .bind(&d.step_key)
-            .bind(to_json(d)?)
-            .execute(&mut *tx)
-            .await
-            .map_err(be)?;
-            for (i, l) in d.lines.iter().enumerate() {
-                let kind = serde_json::to_value(l.kind).map_err(be)?;
-                sqlx::query(
-                    "INSERT INTO invoice_lines (tenant_id, invoice_id, idx, kind, feature_slug, description, quantity, unit_amount, amount, period_start, period_end)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                )
-                .bind(tenant)
-                .bind(&inv.id)
-                .bind(i as i32)
-                .bind(kind.as_str().unwrap_or_default())
-                .bind(&l.feature_slug)
-                .bind(&l.description)
-                .bind(l.quantity.to_string())
-                .bind(l.unit_amount.to_string())
-                .bind(l.amount.to_string())
-                .bind(micros(l.period_start))
-                .bind(micros(l.period_end))
-                .execute(&mut *tx)
-                .await
-                .map_err(be)?;
-            }
-            let delta = d.credit_added - d.credit_applied;
-            if !delta.is_zero() {
-                let current: Option<String> = sqlx::query_scalar(
-                    "SELECT amount FROM balances WHERE tenant_id = $1 AND customer_id = $2 AND currency = $3",
-                )
-                .bind(tenant)
-                .bind(&d.customer_id)
-                .bind(d.currency.code())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(be)?;
-                let now = current
-                    .map(|s| Decimal::from_str(&s).map_err(be))
-                    .transpose()?
-                    .unwrap_or_default()
-                    + delta;
-                sqlx::query(
-                    "INSERT INTO balances (tenant_id, customer_id, currency, amount) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (tenant_id, customer_id, currency) DO UPDATE SET amount = excluded.amount",
-                )
-                .bind(tenant)
-                .bind(&d.customer_id)
-                .bind(d.currency.code())
-                .bind(now.to_string())
-                .execute(&mut *tx)
-                .await
-                .map_err(be)?;
-            }
-            issued.push(inv);
-        }
-        for e in &commit.events {
-            sqlx::query(
-                "INSERT INTO events (tenant_id, id, contract_id, body) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(tenant)
-            .bind(&e.id)
-            .bind(&e.contract_id)
-            .bind(to_json(e)?)
-            .execute(&mut *tx)
-            .await
-            .map_err(be)?;
         }
         tx.commit().await.map_err(be)?;
-        Ok(Committed {
-            invoices: issued,
-            version,
-        })
+        Ok(out)
+    }
+
+    async fn contracts_by_ids(
+        &self,
+        tenant: &str,
+        ids: &[String],
+    ) -> StoreResult<Vec<StoredContract>> {
+        let rows = sqlx::query(
+            "SELECT body, version FROM contracts WHERE tenant_id = $1 AND id = ANY($2)",
+        )
+        .bind(tenant)
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(be)?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredContract {
+                    contract: from_json(r.get::<String, _>("body").as_str())?,
+                    version: r.get("version"),
+                })
+            })
+            .collect()
+    }
+
+    async fn usage_of(
+        &self,
+        tenant: &str,
+        contract_ids: &[String],
+        since: Timestamp,
+    ) -> StoreResult<BTreeMap<String, Vec<UsageRecord>>> {
+        let rows = sqlx::query(
+            "SELECT contract_id, feature_slug, units, ts, is_absolute FROM usage_records
+             WHERE tenant_id = $1 AND ts >= $2 AND contract_id = ANY($3) ORDER BY seq",
+        )
+        .bind(tenant)
+        .bind(micros(since))
+        .bind(contract_ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(be)?;
+        let mut out: BTreeMap<String, Vec<UsageRecord>> = BTreeMap::new();
+        for r in rows {
+            out.entry(r.get("contract_id"))
+                .or_default()
+                .push(UsageRecord {
+                    feature_slug: r.get("feature_slug"),
+                    units: Decimal::from_str(r.get::<String, _>("units").as_str()).map_err(be)?,
+                    timestamp: from_micros(r.get("ts")),
+                    is_absolute: r.get("is_absolute"),
+                });
+        }
+        Ok(out)
     }
 
     async fn record_usage(
