@@ -664,6 +664,18 @@ impl Tally {
     /// (so memory does not grow with their number, and several workers share the work), runs
     /// each one's due steps and commits them. Returns how many invoices were issued.
     pub async fn bill_run(&self, until: Timestamp, batch: u64) -> AppResult<usize> {
+        self.bill_run_leased(until, batch, DEFAULT_LEASE_SECONDS)
+            .await
+    }
+
+    /// [`Tally::bill_run`] holding claims for `lease_seconds`: how long contracts claimed by a
+    /// worker that died stay untouched before another worker takes them over.
+    pub async fn bill_run_leased(
+        &self,
+        until: Timestamp,
+        batch: u64,
+        lease_seconds: i64,
+    ) -> AppResult<usize> {
         let mut count = 0;
         for tid in self.store.tenant_ids().await? {
             let Some(tenant) = self.store.tenant(&tid).await? else {
@@ -675,7 +687,7 @@ impl Tally {
             loop {
                 let now = self.clock.now();
                 let lease = now
-                    .checked_add(jiff::SignedDuration::from_secs(LEASE_SECONDS))
+                    .checked_add(jiff::SignedDuration::from_secs(lease_seconds))
                     .unwrap_or(now);
                 let claimed = self.store.claim_due(&tid, until, batch, now, lease).await?;
                 if claimed.is_empty() {
@@ -790,4 +802,4 @@ impl Tally {
 }
 
 /// How long a bill-run worker holds the contracts it claimed before others may take them.
-const LEASE_SECONDS: i64 = 300;
+pub const DEFAULT_LEASE_SECONDS: i64 = 300;

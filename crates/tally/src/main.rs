@@ -80,6 +80,12 @@ enum Command {
         /// Bill up to this instant (RFC 3339; default now).
         #[arg(long)]
         until: Option<Timestamp>,
+        /// Seconds a claimed contract stays with this worker (after a crash, others wait this long).
+        #[arg(long, default_value_t = tally_app::service::DEFAULT_LEASE_SECONDS)]
+        lease_seconds: i64,
+        /// Contracts claimed, billed and written per transaction.
+        #[arg(long, default_value_t = BATCH)]
+        batch_size: u64,
         #[command(flatten)]
         db: Db,
     },
@@ -227,10 +233,17 @@ async fn run(cmd: Command) -> anyhow::Result<std::process::ExitCode> {
             println!("{}", tally_api::openapi().to_pretty_json()?);
             Ok(std::process::ExitCode::SUCCESS)
         }
-        Command::BillRun { until, db } => {
+        Command::BillRun {
+            until,
+            lease_seconds,
+            batch_size,
+            db,
+        } => {
             let tally = Tally::new(open(&db.url).await?);
             let until = until.unwrap_or_else(Timestamp::now);
-            let n = tally.bill_run(until, BATCH).await?;
+            let n = tally
+                .bill_run_leased(until, batch_size.max(1), lease_seconds)
+                .await?;
             println!("{}", serde_json::json!({ "until": until, "invoices": n }));
             Ok(std::process::ExitCode::SUCCESS)
         }
