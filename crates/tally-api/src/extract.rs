@@ -168,7 +168,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
 /// Assigns a request id and, for POSTs with an `Idempotency-Key`, replays the first response of
 /// the same key and body (24 h), or refuses the key with another body (422).
 pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
     let (mut parts, body) = req.into_parts();
+    let method = parts.method.clone();
+    let path = parts.uri.path().to_string();
     let rid = parts
         .headers
         .get("x-request-id")
@@ -193,6 +196,14 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
         response.headers_mut().insert("x-request-id", v);
     }
     state.metrics.count(response.status());
+    tracing::info!(
+        request_id = %rid,
+        %method,
+        %path,
+        status = response.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        "request"
+    );
     response
 }
 

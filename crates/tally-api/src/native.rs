@@ -789,10 +789,19 @@ pub async fn apply_catalog(
     let parsed = if yaml {
         CatalogFile::from_yaml(text)
     } else {
-        CatalogFile::from_json(text)
+        let value = crate::extract::parse_value(&body)?;
+        if !value.is_object() {
+            return Err(ApiError::unprocessable(
+                "invalid_catalog",
+                None,
+                "expected a catalog object",
+            ));
+        }
+        CatalogFile::from_value(value)
     };
     let file = parsed.map_err(|e| {
-        let param = (!e.path.is_empty() && e.path != ".").then_some(e.path.as_str());
+        let param =
+            (!e.path.is_empty() && e.path != "." && e.path != "?").then_some(e.path.as_str());
         ApiError::unprocessable("invalid_catalog", param, e.message.clone())
     })?;
     let (tenant, catalog) = s.tally.apply_catalog(&t, &file).await?;

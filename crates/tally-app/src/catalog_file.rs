@@ -166,6 +166,17 @@ impl CatalogFile {
         })
     }
 
+    /// Reads an already parsed JSON value, with the path of the first offending field.
+    ///
+    /// # Errors
+    /// A wrong type or an unknown key, with its path.
+    pub fn from_value(value: serde_json::Value) -> Result<CatalogFile, FileError> {
+        serde_path_to_error::deserialize(value).map_err(|e| FileError {
+            path: e.path().to_string(),
+            message: e.inner().to_string(),
+        })
+    }
+
     /// Parses YAML (or JSON, which is YAML) with the path of the first offending field.
     ///
     /// # Errors

@@ -727,7 +727,7 @@ async fn bill_run_with_three_workers_on_postgres() {
         .unwrap();
 }
 
-/// 16 clients change the same contract at once: every request is answered 200 or 409, each
+/// 32 clients change the same contract at once: every request is answered 200 or 409, each
 /// accepted change is one phase, and the invoice numbers have no gap.
 #[tokio::test]
 async fn concurrent_changes_to_one_contract_lose_nothing() {
@@ -735,7 +735,7 @@ async fn concurrent_changes_to_one_contract_lose_nothing() {
     let t = app.tenant().await;
     let id = app.signup(&t, "1").await;
     let mut tasks = Vec::new();
-    for n in 2..18 {
+    for n in 2..34 {
         let client = app.client.clone();
         let url = format!("{}/v1/c/contract/{id}/upgrade", app.base);
         let key = t.key.clone();
@@ -934,4 +934,110 @@ async fn a_bill_run_killed_at_random_points_bills_everything_exactly_once() {
     let want: Vec<String> = (1..=total).map(|k| format!("2024-{k:06}")).collect();
     assert_eq!(numbers, want);
     let _ = std::fs::remove_file(&path);
+}
+
+/// Every endpoint answers bad input with a 4xx problem+json: a body that is not JSON, a body of
+/// the wrong shape, and ids that do not exist.
+#[tokio::test]
+async fn every_endpoint_refuses_bad_input_with_a_problem() {
+    let app = spawn_app().await;
+    let t = app.tenant().await;
+    let id = app.signup(&t, "1").await;
+    let posts = [
+        "/v1/c/customer".to_string(),
+        "/v1/c/contract".to_string(),
+        format!("/v1/c/contract/{id}/upgrade"),
+        format!("/v1/c/contract/{id}/upgrade_estimate"),
+        format!("/v1/c/contract/{id}/cancel"),
+        "/v1/c/usage".to_string(),
+        "/v1/c/usage/bulk".to_string(),
+        "/v1/c/catalog".to_string(),
+        "/v1/c/test_clock/advance".to_string(),
+    ];
+    for path in &posts {
+        let (s, v) = app.post(&t.key, path, "{oops").await;
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (400, Some("malformed_json")),
+            "{path}: {v}"
+        );
+        let (s, v) = app.post(&t.key, path, "42").await;
+        assert_eq!(s, 422, "{path}: {v}");
+    }
+    let unknown_gets = [
+        "/v1/c/customer/Cust_nope",
+        "/v1/c/customer/Cust_nope/balance",
+        "/v1/c/contract/Cont_nope",
+        "/v1/c/contract/Cont_nope/history",
+        "/v1/c/contract/Cont_nope/invoices",
+        "/v1/c/contract/Cont_nope/scheduled_changes",
+        "/v1/c/invoice/Inv_nope",
+    ];
+    for path in unknown_gets {
+        let (s, v) = app.get(&t.key, path).await;
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (404, Some("not_found")),
+            "{path}: {v}"
+        );
+    }
+    let (s, v) = app
+        .get(
+            &t.key,
+            &format!("/v1/c/contract/{id}/scheduled_changes/Chg_nope"),
+        )
+        .await;
+    assert_eq!((s, v["code"].as_str()), (404, Some("not_found")), "{v}");
+    for path in [
+        "/v1/c/contract/Cont_nope/activate".to_string(),
+        "/v1/c/invoice/Inv_nope/pay".to_string(),
+        "/v1/c/invoice/Inv_nope/void".to_string(),
+        format!("/v1/c/contract/{id}/scheduled_changes/Chg_nope/cancel"),
+    ] {
+        let (s, v) = app.post(&t.key, &path, "{}").await;
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (404, Some("not_found")),
+            "{path}: {v}"
+        );
+    }
+    // A query parameter of the wrong type, an unknown path, a wrong method.
+    let (s, v) = app.get(&t.key, "/v1/c/invoice?limit=many").await;
+    assert_eq!(
+        (s, v["code"].as_str(), v["param"].as_str()),
+        (422, Some("invalid_query"), Some("limit"))
+    );
+    let (s, v) = app.get(&t.key, "/v1/c/nothing").await;
+    assert_eq!((s, v["code"].as_str()), (404, Some("no_such_endpoint")));
+    let r = app
+        .client
+        .delete(format!("{}/v1/c/contract/{id}", app.base))
+        .header("wb-key", &t.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    // Activating an active contract, paying a void invoice: refused, named.
+    let (s, v) = app
+        .post(&t.key, &format!("/v1/c/contract/{id}/activate"), "{}")
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (422, Some("invalid_contract_state")),
+        "{v}"
+    );
+    let (_, page) = app.get(&t.key, "/v1/c/invoice").await;
+    let inv = page["hits"][0]["id"].as_str().unwrap().to_string();
+    let (s, _) = app
+        .post(&t.key, &format!("/v1/c/invoice/{inv}/void"), "{}")
+        .await;
+    assert_eq!(s, 200);
+    let (s, v) = app
+        .post(&t.key, &format!("/v1/c/invoice/{inv}/pay"), "{}")
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (422, Some("invalid_invoice_state")),
+        "{v}"
+    );
 }
