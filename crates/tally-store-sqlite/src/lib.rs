@@ -807,6 +807,8 @@ mod tests {
             .await
             .unwrap();
         tally_app::testkit::run_all(std::sync::Arc::new(store)).await;
-        let _ = std::fs::remove_file(&path);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
     }
 }

@@ -14,6 +14,23 @@ struct App {
     _shutdown: tokio::sync::oneshot::Sender<()>,
     /// The PostgreSQL URL and schema to drop when the test is done.
     schema: Option<(String, String)>,
+    /// The SQLite file to remove when the test is done.
+    file: Option<std::path::PathBuf>,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        if let Some(f) = &self.file {
+            remove_db(f);
+        }
+    }
+}
+
+/// Removes an SQLite database with its WAL and shared-memory files.
+fn remove_db(path: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
 }
 
 impl App {
@@ -28,7 +45,9 @@ impl App {
 
 async fn spawn_app() -> App {
     let path = std::env::temp_dir().join(format!("tally-test-{}.db", uuid_like()));
-    spawn_on(&format!("sqlite://{}", path.display())).await
+    let mut app = spawn_on(&format!("sqlite://{}", path.display())).await;
+    app.file = Some(path);
+    app
 }
 
 /// The server over PostgreSQL when `TALLY_TEST_POSTGRES_URL` is set (each test's tenants are its
@@ -65,6 +84,7 @@ async fn spawn_on(url: &str) -> App {
         tally,
         _shutdown: tx,
         schema: None,
+        file: None,
     }
 }
 
@@ -706,6 +726,7 @@ async fn bill_run_with_three_workers(url: &str) {
 async fn bill_run_with_three_workers_on_sqlite() {
     let path = std::env::temp_dir().join(format!("tally-test-{}.db", uuid_like()));
     bill_run_with_three_workers(&format!("sqlite://{}", path.display())).await;
+    remove_db(&path);
 }
 
 #[tokio::test]
@@ -933,7 +954,7 @@ async fn a_bill_run_killed_at_random_points_bills_everything_exactly_once() {
     numbers.sort();
     let want: Vec<String> = (1..=total).map(|k| format!("2024-{k:06}")).collect();
     assert_eq!(numbers, want);
-    let _ = std::fs::remove_file(&path);
+    remove_db(&path);
 }
 
 /// Every endpoint answers bad input with a 4xx problem+json: a body that is not JSON, a body of
