@@ -217,6 +217,32 @@ pub async fn create_contract(
     Ok(ok(json!(c.id)))
 }
 
+/// The page a list's `limit`, `offset` and `direction` ask for.
+fn page_of(
+    limit: Option<u64>,
+    offset: &Option<String>,
+    direction: &Option<String>,
+) -> ApiResult<tally_app::store::Page> {
+    PageQuery {
+        limit,
+        offset: offset.clone(),
+        direction: direction.clone(),
+    }
+    .page()
+}
+
+/// The id of the customer a list is filtered by (given by id or slug), if any.
+async fn customer_filter(
+    s: &AppState,
+    t: &tally_app::store::Tenant,
+    customer: &Option<String>,
+) -> ApiResult<Option<String>> {
+    match customer {
+        Some(c) => Ok(Some(s.tally.customer(t, c, "customer").await?.id)),
+        None => Ok(None),
+    }
+}
+
 /// Query of `GET /v1/c/contract`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -242,16 +268,8 @@ pub async fn list_contracts(
     Auth(t): Auth,
     Params(q): Params<ContractListQuery>,
 ) -> ApiResult {
-    let page = PageQuery {
-        limit: q.limit,
-        offset: q.offset.clone(),
-        direction: q.direction.clone(),
-    }
-    .page()?;
-    let customer = match &q.customer {
-        Some(c) => Some(s.tally.customer(&t, c, "customer").await?.id),
-        None => None,
-    };
+    let page = page_of(q.limit, &q.offset, &q.direction)?;
+    let customer = customer_filter(&s, &t, &q.customer).await?;
     let (rows, total) = s
         .tally
         .store
@@ -663,16 +681,8 @@ pub async fn list_invoices(
     Auth(t): Auth,
     Params(q): Params<InvoiceListQuery>,
 ) -> ApiResult {
-    let page = PageQuery {
-        limit: q.limit,
-        offset: q.offset.clone(),
-        direction: q.direction.clone(),
-    }
-    .page()?;
-    let customer_id = match &q.customer {
-        Some(c) => Some(s.tally.customer(&t, c, "customer").await?.id),
-        None => None,
-    };
+    let page = page_of(q.limit, &q.offset, &q.direction)?;
+    let customer_id = customer_filter(&s, &t, &q.customer).await?;
     let filter = InvoiceFilter {
         customer_id,
         contract_id: None,

@@ -59,15 +59,38 @@ async fn spawn_pg_app() -> Option<App> {
         );
         return None;
     };
-    // A schema of this test's own, so tests and runs never see each other's tables.
+    let (schema, scoped) = pg_schema(&url).await;
+    let mut app = spawn_on(&scoped).await;
+    app.schema = Some((url, schema));
+    Some(app)
+}
+
+/// A fresh schema of this test's own on the PostgreSQL at `url` (so tests and runs never see
+/// each other's tables), migrated; returns it with a URL whose connections use it.
+async fn pg_schema(url: &str) -> (String, String) {
     let schema = format!("tally_e2e_{}", uuid_like().replace('-', "_"));
-    tally_store_postgres::PgStore::connect_in_schema(&url, Some(&schema))
+    tally_store_postgres::PgStore::connect_in_schema(url, Some(&schema))
         .await
         .unwrap_or_else(|e| panic!("PostgreSQL at {url} must be reachable: {e}"));
     let sep = if url.contains('?') { '&' } else { '?' };
-    let mut app = spawn_on(&format!("{url}{sep}options=-c%20search_path%3D{schema}")).await;
-    app.schema = Some((url, schema));
-    Some(app)
+    let scoped = format!("{url}{sep}options=-c%20search_path%3D{schema}");
+    (schema, scoped)
+}
+
+/// Every invoice of a tenant, in number order, with the count.
+async fn all_invoices(
+    tally: &tally_app::Tally,
+    tenant: &str,
+) -> (Vec<tally_app::store::Invoice>, u64) {
+    let all = tally_app::store::Page {
+        offset: 0,
+        limit: u64::MAX,
+    };
+    tally
+        .store
+        .invoices(tenant, &Default::default(), &all)
+        .await
+        .unwrap()
 }
 
 async fn spawn_on(url: &str) -> App {
@@ -678,15 +701,7 @@ async fn bill_run_with_three_workers(url: &str) {
     for w in workers {
         issued += w.await.unwrap();
     }
-    let all = tally_app::store::Page {
-        offset: 0,
-        limit: u64::MAX,
-    };
-    let (invoices, total) = tally
-        .store
-        .invoices(&tenant.id, &Default::default(), &all)
-        .await
-        .unwrap();
+    let (invoices, total) = all_invoices(&tally, &tenant.id).await;
     let start: jiff::Timestamp = "2024-06-15T00:00:00Z".parse().unwrap();
     let mut expected_total = 0;
     for (day, id) in &contracts {
@@ -737,12 +752,8 @@ async fn bill_run_with_three_workers_on_postgres() {
         );
         return;
     };
-    let schema = format!("tally_e2e_{}", uuid_like().replace('-', "_"));
-    tally_store_postgres::PgStore::connect_in_schema(&url, Some(&schema))
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL at {url} must be reachable: {e}"));
-    let sep = if url.contains('?') { '&' } else { '?' };
-    bill_run_with_three_workers(&format!("{url}{sep}options=-c%20search_path%3D{schema}")).await;
+    let (schema, scoped) = pg_schema(&url).await;
+    bill_run_with_three_workers(&scoped).await;
     tally_store_postgres::PgStore::drop_schema(&url, &schema)
         .await
         .unwrap();
@@ -921,15 +932,7 @@ async fn a_bill_run_killed_at_random_points_bills_everything_exactly_once() {
     assert!(status.success());
     assert!(kills >= 3, "only {kills} runs were killed mid-work");
 
-    let all = tally_app::store::Page {
-        offset: 0,
-        limit: u64::MAX,
-    };
-    let (invoices, total) = tally
-        .store
-        .invoices(&tenant.id, &Default::default(), &all)
-        .await
-        .unwrap();
+    let (invoices, total) = all_invoices(&tally, &tenant.id).await;
     assert_eq!(
         total as usize,
         n * 4,
