@@ -274,9 +274,11 @@ impl Store for MemoryStore {
                 }
                 d.next_number += 1;
                 let delta = draft.credit_added - draft.credit_applied;
-                *d.balances
-                    .entry((draft.customer_id.clone(), draft.currency))
-                    .or_default() += delta;
+                if !delta.is_zero() {
+                    *d.balances
+                        .entry((draft.customer_id.clone(), draft.currency))
+                        .or_default() += delta;
+                }
                 let inv = Invoice {
                     id: crate::ids::new_id("Inv"),
                     number: invoice_number(draft.issued_at, d.next_number),

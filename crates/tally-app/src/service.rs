@@ -693,7 +693,8 @@ impl Tally {
                 if claimed.is_empty() {
                     break;
                 }
-                count += self.bill_batch(&tenant, &claimed, until).await?;
+                let batch = self.prepare_batch(&tenant, &claimed, until).await?;
+                count += self.finish_batch(&tenant, batch, until).await?;
             }
         }
         Ok(count)
@@ -701,16 +702,15 @@ impl Tally {
 }
 
 impl Tally {
-    /// Bills one claimed batch: the contracts, their usage, customers and balances read in a few
-    /// queries, every due step computed, and all of it written in one transaction. A contract
-    /// whose write lost a race, or whose customer's credit balance an earlier contract in the
-    /// batch already moved, is billed on its own afterwards.
-    async fn bill_batch(
+    /// Reads and computes one claimed batch: the contracts, their usage, customers and balances
+    /// read in a few queries and every due step computed. Contracts after the first of a
+    /// customer whose credit balance the batch moves are left to be billed one by one.
+    async fn prepare_batch(
         &self,
         tenant: &Tenant,
         ids: &[String],
         until: Timestamp,
-    ) -> AppResult<usize> {
+    ) -> AppResult<Prepared> {
         let actor = Actor::bill_run();
         let catalog = self.store.catalog(&tenant.id).await?;
         let contracts = self.store.contracts_by_ids(&tenant.id, ids).await?;
@@ -726,23 +726,39 @@ impl Tally {
             .unwrap_or(until);
         let usage = self.store.usage_of(&tenant.id, ids, since).await?;
         // Per customer: tax rate, credit balances, and whether this batch already moved them.
+        let mut customer_ids: Vec<String> = contracts
+            .iter()
+            .map(|s| s.contract.customer_id.clone())
+            .collect();
+        customer_ids.sort_unstable();
+        customer_ids.dedup();
+        let taxes: BTreeMap<String, Option<Decimal>> = self
+            .store
+            .customers_by_ids(&tenant.id, &customer_ids)
+            .await?
+            .into_iter()
+            .map(|c| (c.id, c.tax_rate))
+            .collect();
+        let mut balances = self.store.balances_of(&tenant.id, &customer_ids).await?;
         let mut customers: BTreeMap<String, (Decimal, BTreeMap<Currency, Decimal>, bool)> =
-            BTreeMap::new();
+            customer_ids
+                .into_iter()
+                .map(|id| {
+                    let tax = taxes
+                        .get(&id)
+                        .copied()
+                        .flatten()
+                        .unwrap_or(tenant.settings.tax_rate);
+                    let b = balances.remove(&id).unwrap_or_default();
+                    (id, (tax, b, false))
+                })
+                .collect();
+        let base = BillingContext::new(&catalog, &tenant.settings)?;
         let mut commits = Vec::new();
         let mut committed_ids = Vec::new();
         let mut alone = Vec::new();
         for stored in contracts {
             let c = &stored.contract;
-            if !customers.contains_key(&c.customer_id) {
-                let tax = self
-                    .store
-                    .customer(&tenant.id, &c.customer_id)
-                    .await?
-                    .and_then(|cu| cu.tax_rate)
-                    .unwrap_or(tenant.settings.tax_rate);
-                let balances = self.store.balances(&tenant.id, &c.customer_id).await?;
-                customers.insert(c.customer_id.clone(), (tax, balances, false));
-            }
             let Some((tax, balances, moved)) = customers.get_mut(&c.customer_id) else {
                 continue;
             };
@@ -751,7 +767,8 @@ impl Tally {
                 continue;
             }
             let records = usage.get(&c.id).map_or(&[][..], Vec::as_slice);
-            let cx = BillingContext::new(&catalog, &tenant.settings)?
+            let cx = base
+                .clone()
                 .with_usage(records)
                 .with_tax_rate(*tax)
                 .with_balances(balances.clone());
@@ -778,6 +795,27 @@ impl Tally {
                 events,
             });
         }
+        Ok(Prepared {
+            commits,
+            committed_ids,
+            alone,
+        })
+    }
+
+    /// Writes a prepared batch in one transaction, then bills one by one the contracts that lost
+    /// a race or were left out. Returns how many invoices were issued.
+    async fn finish_batch(
+        &self,
+        tenant: &Tenant,
+        batch: Prepared,
+        until: Timestamp,
+    ) -> AppResult<usize> {
+        let actor = Actor::bill_run();
+        let Prepared {
+            commits,
+            committed_ids,
+            mut alone,
+        } = batch;
         let mut count = 0;
         let results = self.store.commit_batch(&tenant.id, commits).await?;
         for (id, result) in committed_ids.into_iter().zip(results) {
@@ -799,6 +837,16 @@ impl Tally {
         }
         Ok(count)
     }
+}
+
+/// A bill-run batch read and computed, not yet written.
+struct Prepared {
+    /// One commit per contract billed in the batch.
+    commits: Vec<Commit>,
+    /// The contract of each commit.
+    committed_ids: Vec<String>,
+    /// Contracts to bill one by one once the batch is written.
+    alone: Vec<String>,
 }
 
 /// How long a bill-run worker holds the contracts it claimed before others may take them.

@@ -209,6 +209,34 @@ pub trait Store: Send + Sync + 'static {
         customer_id: &str,
     ) -> StoreResult<BTreeMap<Currency, Decimal>>;
 
+    /// Several customers by id, in no particular order (unknown ids are left out). The bill run
+    /// reads a batch's customers with it; the default asks for each in turn.
+    async fn customers_by_ids(&self, tenant: &str, ids: &[String]) -> StoreResult<Vec<Customer>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(c) = self.customer(tenant, id).await? {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+    /// The credit balances of several customers, by customer id (customers without a balance
+    /// are left out). The default asks for each in turn.
+    async fn balances_of(
+        &self,
+        tenant: &str,
+        customer_ids: &[String],
+    ) -> StoreResult<BTreeMap<String, BTreeMap<Currency, Decimal>>> {
+        let mut out = BTreeMap::new();
+        for id in customer_ids {
+            let b = self.balances(tenant, id).await?;
+            if !b.is_empty() {
+                out.insert(id.clone(), b);
+            }
+        }
+        Ok(out)
+    }
+
     /// A contract by id.
     async fn contract(&self, tenant: &str, id: &str) -> StoreResult<Option<StoredContract>>;
     /// Contracts, optionally of one customer, in creation order.

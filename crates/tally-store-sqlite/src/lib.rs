@@ -69,6 +69,7 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
+            .pragma("cache_size", "-16384")
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         // An in-memory database exists per connection: keep exactly one.
@@ -225,34 +226,7 @@ async fn write_commit(
             .await
             .map_err(be)?;
         }
-        let delta = d.credit_added - d.credit_applied;
-        if !delta.is_zero() {
-            let current: Option<String> = sqlx::query_scalar(
-                "SELECT amount FROM balances WHERE tenant_id = ? AND customer_id = ? AND currency = ?",
-            )
-            .bind(tenant)
-            .bind(&d.customer_id)
-            .bind(d.currency.code())
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(be)?;
-            let now = current
-                .map(|s| Decimal::from_str(&s).map_err(be))
-                .transpose()?
-                .unwrap_or_default()
-                + delta;
-            sqlx::query(
-                "INSERT INTO balances (tenant_id, customer_id, currency, amount) VALUES (?, ?, ?, ?)
-                 ON CONFLICT (tenant_id, customer_id, currency) DO UPDATE SET amount = excluded.amount",
-            )
-            .bind(tenant)
-            .bind(&d.customer_id)
-            .bind(d.currency.code())
-            .bind(now.to_string())
-            .execute(&mut **tx)
-            .await
-            .map_err(be)?;
-        }
+        add_balance(tx, tenant, d).await?;
         issued.push(inv);
     }
     for e in &commit.events {
@@ -273,6 +247,244 @@ async fn write_commit(
         invoices: issued,
         version,
     })
+}
+
+/// Rows per multi-row statement: far below SQLite's limit of 32,766 bound values per statement.
+const ROWS_PER_STATEMENT: usize = 200;
+
+/// Kind of an invoice line as stored.
+fn line_kind(kind: LineKind) -> StoreResult<String> {
+    let v = serde_json::to_value(kind).map_err(be)?;
+    Ok(v.as_str().unwrap_or_default().to_string())
+}
+
+/// Writes a bill-run batch inside an open transaction with a few multi-row statements instead of
+/// one statement per row. Only batches of existing contracts qualify; `Ok(None)` means the batch
+/// does not (or one of its contracts lost a race) and the caller must roll back and write the
+/// commits one by one, which tells each commit's outcome apart.
+async fn write_batch(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tenant: &str,
+    commits: &[Commit],
+) -> StoreResult<Option<Vec<Committed>>> {
+    if commits
+        .iter()
+        .any(|c| c.contract.as_ref().is_none_or(|(_, v)| *v == 0))
+    {
+        return Ok(None);
+    }
+    // Contracts first, each guarded by its version: this takes the write lock.
+    let mut updated = 0;
+    for chunk in commits.chunks(ROWS_PER_STATEMENT) {
+        let mut rows = Vec::with_capacity(chunk.len());
+        for commit in chunk {
+            if let Some((c, expected)) = &commit.contract {
+                let status = serde_json::to_value(c.status).map_err(be)?;
+                let status = status.as_str().unwrap_or("active").to_string();
+                rows.push((
+                    &c.id,
+                    status,
+                    next_due(c).map(micros),
+                    to_json(c)?,
+                    *expected,
+                ));
+            }
+        }
+        let mut q = sqlx::QueryBuilder::new("WITH v (id, status, due, body, expected) AS (");
+        q.push_values(&rows, |mut b, (id, status, due, body, expected)| {
+            b.push_bind(*id)
+                .push_bind(status)
+                .push_bind(*due)
+                .push_bind(body)
+                .push_bind(*expected);
+        });
+        q.push(
+            ") UPDATE contracts SET status = v.status, next_due = v.due, version = contracts.version + 1, body = v.body
+             FROM v WHERE contracts.tenant_id = ",
+        )
+        .push_bind(tenant)
+        .push(" AND contracts.id = v.id AND contracts.version = v.expected");
+        updated += q
+            .build()
+            .execute(&mut **tx)
+            .await
+            .map_err(be)?
+            .rows_affected();
+    }
+    if updated != commits.len() as u64 {
+        return Ok(None);
+    }
+    // Invoices already issued for their step (a re-run) are skipped.
+    let keys: Vec<&str> = commits
+        .iter()
+        .flat_map(|c| c.invoices.iter().map(|d| d.step_key.as_str()))
+        .collect();
+    let mut issued_keys = std::collections::BTreeSet::new();
+    for chunk in keys.chunks(ROWS_PER_STATEMENT * 4) {
+        let mut q = sqlx::QueryBuilder::new("SELECT step_key FROM invoices WHERE tenant_id = ");
+        q.push_bind(tenant).push(" AND step_key IN (");
+        let mut sep = q.separated(", ");
+        for k in chunk {
+            sep.push_bind(*k);
+        }
+        q.push(")");
+        for r in q.build().fetch_all(&mut **tx).await.map_err(be)? {
+            issued_keys.insert(r.get::<String, _>(0));
+        }
+    }
+    let fresh = commits
+        .iter()
+        .flat_map(|c| &c.invoices)
+        .filter(|d| !issued_keys.contains(&d.step_key))
+        .count() as i64;
+    let mut seq = 0;
+    if fresh > 0 {
+        let last: i64 = sqlx::query_scalar(
+            "UPDATE tenants SET invoice_seq = invoice_seq + ? WHERE id = ? RETURNING invoice_seq",
+        )
+        .bind(fresh)
+        .bind(tenant)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(be)?;
+        seq = last - fresh;
+    }
+    let mut out = Vec::with_capacity(commits.len());
+    let mut invoices: Vec<(i64, Invoice, String)> = Vec::new();
+    for commit in commits {
+        let mut done = Committed {
+            invoices: Vec::new(),
+            version: commit.contract.as_ref().map_or(0, |(_, v)| v + 1),
+        };
+        for draft in &commit.invoices {
+            if issued_keys.contains(&draft.step_key) {
+                continue;
+            }
+            seq += 1;
+            let inv = Invoice {
+                id: tally_app::ids::new_id("Inv"),
+                number: invoice_number(draft.issued_at, seq),
+                status: InvoiceStatus::Open,
+                draft: draft.clone(),
+            };
+            invoices.push((seq, inv.clone(), to_json(draft)?));
+            done.invoices.push(inv);
+        }
+        out.push(done);
+    }
+    for chunk in invoices.chunks(ROWS_PER_STATEMENT) {
+        let mut q = sqlx::QueryBuilder::new(
+            "INSERT INTO invoices (tenant_id, id, seq, number, contract_id, customer_id, issued_at, status, step_key, body) ",
+        );
+        q.push_values(chunk, |mut b, (seq, inv, body)| {
+            let d = &inv.draft;
+            b.push_bind(tenant)
+                .push_bind(&inv.id)
+                .push_bind(*seq)
+                .push_bind(&inv.number)
+                .push_bind(&d.contract_id)
+                .push_bind(&d.customer_id)
+                .push_bind(micros(d.issued_at))
+                .push_bind("open")
+                .push_bind(&d.step_key)
+                .push_bind(body);
+        });
+        q.build().execute(&mut **tx).await.map_err(be)?;
+    }
+    let mut lines = Vec::new();
+    for (_, inv, _) in &invoices {
+        for (i, l) in inv.draft.lines.iter().enumerate() {
+            lines.push((&inv.id, i as i64, line_kind(l.kind)?, l));
+        }
+    }
+    for chunk in lines.chunks(ROWS_PER_STATEMENT) {
+        let mut q = sqlx::QueryBuilder::new(
+            "INSERT INTO invoice_lines (tenant_id, invoice_id, idx, kind, feature_slug, description, quantity, unit_amount, amount, period_start, period_end) ",
+        );
+        q.push_values(chunk, |mut b, (id, i, kind, l)| {
+            b.push_bind(tenant)
+                .push_bind(*id)
+                .push_bind(*i)
+                .push_bind(kind)
+                .push_bind(&l.feature_slug)
+                .push_bind(&l.description)
+                .push_bind(l.quantity.to_string())
+                .push_bind(l.unit_amount.to_string())
+                .push_bind(l.amount.to_string())
+                .push_bind(micros(l.period_start))
+                .push_bind(micros(l.period_end));
+        });
+        q.build().execute(&mut **tx).await.map_err(be)?;
+    }
+    for (_, inv, _) in &invoices {
+        add_balance(tx, tenant, &inv.draft).await?;
+    }
+    let events: Vec<&Event> = commits.iter().flat_map(|c| &c.events).collect();
+    if !events.is_empty() {
+        let mut seq: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events WHERE tenant_id = ?")
+                .bind(tenant)
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(be)?;
+        let mut rows = Vec::with_capacity(events.len());
+        for e in events {
+            seq += 1;
+            rows.push((seq, e, to_json(e)?));
+        }
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sqlx::QueryBuilder::new(
+                "INSERT INTO events (tenant_id, id, seq, contract_id, body) ",
+            );
+            q.push_values(chunk, |mut b, (seq, e, body)| {
+                b.push_bind(tenant)
+                    .push_bind(&e.id)
+                    .push_bind(*seq)
+                    .push_bind(&e.contract_id)
+                    .push_bind(body);
+            });
+            q.build().execute(&mut **tx).await.map_err(be)?;
+        }
+    }
+    Ok(Some(out))
+}
+
+/// Moves the customer's credit balance by what an invoice added and applied.
+async fn add_balance(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tenant: &str,
+    d: &InvoiceDraft,
+) -> StoreResult<()> {
+    let delta = d.credit_added - d.credit_applied;
+    if delta.is_zero() {
+        return Ok(());
+    }
+    let current: Option<String> = sqlx::query_scalar(
+        "SELECT amount FROM balances WHERE tenant_id = ? AND customer_id = ? AND currency = ?",
+    )
+    .bind(tenant)
+    .bind(&d.customer_id)
+    .bind(d.currency.code())
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(be)?;
+    let now = current
+        .map(|s| Decimal::from_str(&s).map_err(be))
+        .transpose()?
+        .unwrap_or_default()
+        + delta;
+    sqlx::query(
+        "INSERT INTO balances (tenant_id, customer_id, currency, amount) VALUES (?, ?, ?, ?)
+         ON CONFLICT (tenant_id, customer_id, currency) DO UPDATE SET amount = excluded.amount",
+    )
+    .bind(tenant)
+    .bind(&d.customer_id)
+    .bind(d.currency.code())
+    .bind(now.to_string())
+    .execute(&mut **tx)
+    .await
+    .map_err(be)?;
+    Ok(())
 }
 
 #[async_trait]
@@ -428,6 +640,48 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
+    async fn customers_by_ids(&self, tenant: &str, ids: &[String]) -> StoreResult<Vec<Customer>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(ROWS_PER_STATEMENT * 4) {
+            let mut q = sqlx::QueryBuilder::new("SELECT body FROM customers WHERE tenant_id = ");
+            q.push_bind(tenant).push(" AND id IN (");
+            let mut sep = q.separated(", ");
+            for id in chunk {
+                sep.push_bind(id);
+            }
+            q.push(")");
+            for r in q.build().fetch_all(&self.pool).await.map_err(be)? {
+                out.push(from_json(r.get::<String, _>(0).as_str())?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn balances_of(
+        &self,
+        tenant: &str,
+        customer_ids: &[String],
+    ) -> StoreResult<BTreeMap<String, BTreeMap<Currency, Decimal>>> {
+        let mut out: BTreeMap<String, BTreeMap<Currency, Decimal>> = BTreeMap::new();
+        for chunk in customer_ids.chunks(ROWS_PER_STATEMENT * 4) {
+            let mut q = sqlx::QueryBuilder::new(
+                "SELECT customer_id, currency, amount FROM balances WHERE tenant_id = ",
+            );
+            q.push_bind(tenant).push(" AND customer_id IN (");
+            let mut sep = q.separated(", ");
+            for id in chunk {
+                sep.push_bind(id);
+            }
+            q.push(")");
+            for r in q.build().fetch_all(&self.pool).await.map_err(be)? {
+                let cur = Currency::from_str(r.get::<String, _>(1).as_str()).map_err(be)?;
+                let amt = Decimal::from_str(r.get::<String, _>(2).as_str()).map_err(be)?;
+                out.entry(r.get(0)).or_default().insert(cur, amt);
+            }
+        }
+        Ok(out)
+    }
+
     async fn contract(&self, tenant: &str, id: &str) -> StoreResult<Option<StoredContract>> {
         let row = sqlx::query("SELECT body, version FROM contracts WHERE tenant_id = ? AND id = ?")
             .bind(tenant)
@@ -509,18 +763,20 @@ impl Store for SqliteStore {
         now: Timestamp,
         lease_until: Timestamp,
     ) -> StoreResult<Vec<String>> {
-        // SQLite has one writer at a time: the UPDATE ... RETURNING is the claim.
+        // SQLite has one writer at a time: the INSERT ... SELECT ... RETURNING is the claim,
+        // written to the narrow claims table (an expired claim is taken over in place).
         let mut rows: Vec<(String, i64)> = sqlx::query_as(
-            "UPDATE contracts SET claimed_until = ?
-             WHERE tenant_id = ? AND id IN (
-                 SELECT id FROM contracts
-                 WHERE tenant_id = ? AND next_due IS NOT NULL AND next_due <= ?
-                   AND (claimed_until IS NULL OR claimed_until < ?)
-                 ORDER BY next_due, id LIMIT ?)
-             RETURNING id, next_due",
+            "INSERT INTO claims (tenant_id, contract_id, due, claimed_until)
+             SELECT c.tenant_id, c.id, c.next_due, ? FROM contracts c
+             LEFT JOIN claims k ON k.tenant_id = c.tenant_id AND k.contract_id = c.id
+             WHERE c.tenant_id = ? AND c.next_due IS NOT NULL AND c.next_due <= ?
+               AND (k.claimed_until IS NULL OR k.claimed_until < ?)
+             ORDER BY c.next_due LIMIT ?
+             ON CONFLICT (tenant_id, contract_id)
+             DO UPDATE SET due = excluded.due, claimed_until = excluded.claimed_until
+             RETURNING contract_id, due",
         )
         .bind(micros(lease_until))
-        .bind(tenant)
         .bind(tenant)
         .bind(micros(until))
         .bind(micros(now))
@@ -528,7 +784,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(be)?;
-        // RETURNING does not keep the subquery's order: put them back in due order.
+        // RETURNING does not keep the query's order: put them back in due order.
         rows.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
         Ok(rows.into_iter().map(|(id, _)| id).collect())
     }
@@ -545,6 +801,12 @@ impl Store for SqliteStore {
         tenant: &str,
         commits: Vec<Commit>,
     ) -> StoreResult<Vec<StoreResult<Committed>>> {
+        let mut tx = self.pool.begin().await.map_err(be)?;
+        if let Some(done) = write_batch(&mut tx, tenant, &commits).await? {
+            tx.commit().await.map_err(be)?;
+            return Ok(done.into_iter().map(Ok).collect());
+        }
+        tx.rollback().await.map_err(be)?;
         let mut tx = self.pool.begin().await.map_err(be)?;
         let mut out = Vec::with_capacity(commits.len());
         for commit in commits {
