@@ -8,6 +8,7 @@ pub mod memory;
 pub mod service;
 pub mod store;
 pub mod testkit;
+pub mod webhooks;
 
 pub use service::{Actor, AppError, AppResult, ChangeResult, Clock, SystemClock, Tally};
 pub use store::Store;

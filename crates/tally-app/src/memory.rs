@@ -25,6 +25,8 @@ struct TenantData {
     next_number: i64,
     events: Vec<Event>,
     idempotency: HashMap<String, IdempotentResponse>,
+    webhooks: Vec<WebhookEndpoint>,
+    deliveries: Vec<(Delivery, Option<Timestamp>)>,
 }
 
 /// Everything in process memory; lost when the process ends.
@@ -288,6 +290,8 @@ impl Store for MemoryStore {
                 d.invoices.push(inv.clone());
                 issued.push(inv);
             }
+            let made = Delivery::fan_out(&d.webhooks, &commit.events.iter().collect::<Vec<_>>());
+            d.deliveries.extend(made.into_iter().map(|x| (x, None)));
             d.events.extend(commit.events);
             Ok(Committed {
                 invoices: issued,
@@ -466,6 +470,140 @@ impl Store for MemoryStore {
                 .entry(key.to_string())
                 .or_insert_with(|| response.clone());
             Ok(())
+        })
+    }
+
+    async fn save_webhook(&self, tenant: &str, endpoint: &WebhookEndpoint) -> StoreResult<()> {
+        self.with(|i| {
+            let d = data(i, tenant);
+            match d.webhooks.iter_mut().find(|w| w.id == endpoint.id) {
+                Some(w) => *w = endpoint.clone(),
+                None => d.webhooks.push(endpoint.clone()),
+            }
+            Ok(())
+        })
+    }
+
+    async fn webhook(&self, tenant: &str, id: &str) -> StoreResult<Option<WebhookEndpoint>> {
+        self.with(|i| {
+            Ok(data(i, tenant)
+                .webhooks
+                .iter()
+                .find(|w| w.id == id)
+                .cloned())
+        })
+    }
+
+    async fn webhooks(
+        &self,
+        tenant: &str,
+        page: &Page,
+    ) -> StoreResult<(Vec<WebhookEndpoint>, u64)> {
+        self.with(|i| {
+            let d = data(i, tenant);
+            let rows = d
+                .webhooks
+                .iter()
+                .skip(page.offset as usize)
+                .take(page.limit as usize)
+                .cloned()
+                .collect();
+            Ok((rows, d.webhooks.len() as u64))
+        })
+    }
+
+    async fn delete_webhook(&self, tenant: &str, id: &str) -> StoreResult<bool> {
+        self.with(|i| {
+            let d = data(i, tenant);
+            let before = d.webhooks.len();
+            d.webhooks.retain(|w| w.id != id);
+            d.deliveries.retain(|(x, _)| x.endpoint_id != id);
+            Ok(d.webhooks.len() != before)
+        })
+    }
+
+    async fn claim_deliveries(
+        &self,
+        limit: u64,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> StoreResult<Vec<DeliveryJob>> {
+        self.with(|i| {
+            let mut out = Vec::new();
+            for (tid, d) in i.tenants.iter_mut() {
+                for (x, claimed) in d.deliveries.iter_mut() {
+                    if out.len() as u64 >= limit {
+                        return Ok(out);
+                    }
+                    let due = x.status == DeliveryStatus::Pending
+                        && x.next_attempt_at.is_none_or(|t| t <= now)
+                        && claimed.is_none_or(|c| c < now);
+                    if !due {
+                        continue;
+                    }
+                    let endpoint = d.webhooks.iter().find(|w| w.id == x.endpoint_id);
+                    let event = d.events.iter().find(|e| e.id == x.event_id);
+                    if let (Some(w), Some(e)) = (endpoint, event) {
+                        *claimed = Some(lease_until);
+                        out.push(DeliveryJob {
+                            tenant_id: tid.clone(),
+                            delivery: x.clone(),
+                            url: w.url.clone(),
+                            secret: w.secret.clone(),
+                            event: e.clone(),
+                        });
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    async fn save_delivery(&self, tenant: &str, delivery: &Delivery) -> StoreResult<()> {
+        self.with(|i| {
+            if let Some((x, claimed)) = data(i, tenant)
+                .deliveries
+                .iter_mut()
+                .find(|(x, _)| x.id == delivery.id)
+            {
+                *x = delivery.clone();
+                *claimed = None;
+            }
+            Ok(())
+        })
+    }
+
+    async fn delivery(&self, tenant: &str, id: &str) -> StoreResult<Option<Delivery>> {
+        self.with(|i| {
+            Ok(data(i, tenant)
+                .deliveries
+                .iter()
+                .find(|(x, _)| x.id == id)
+                .map(|(x, _)| x.clone()))
+        })
+    }
+
+    async fn deliveries(
+        &self,
+        tenant: &str,
+        endpoint_id: &str,
+        page: &Page,
+    ) -> StoreResult<(Vec<Delivery>, u64)> {
+        self.with(|i| {
+            let all: Vec<&Delivery> = data(i, tenant)
+                .deliveries
+                .iter()
+                .rev()
+                .map(|(x, _)| x)
+                .filter(|x| x.endpoint_id == endpoint_id)
+                .collect();
+            let rows = all
+                .iter()
+                .skip(page.offset as usize)
+                .take(page.limit as usize)
+                .map(|x| (*x).clone())
+                .collect();
+            Ok((rows, all.len() as u64))
         })
     }
 

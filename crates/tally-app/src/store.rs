@@ -9,6 +9,8 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use tally_core::prelude::*;
 
+pub use crate::webhooks::{Delivery, DeliveryJob, DeliveryStatus, WebhookEndpoint};
+
 /// A tenant: one company billing its customers with Tally.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tenant {
@@ -114,7 +116,8 @@ pub struct Commit {
     /// Invoices to issue, in order. An invoice whose `step_key` was already issued is skipped,
     /// which makes billing steps idempotent.
     pub invoices: Vec<InvoiceDraft>,
-    /// Events to record.
+    /// Events to record; each makes a delivery for every webhook endpoint that accepts it,
+    /// in the same transaction.
     pub events: Vec<Event>,
 }
 
@@ -338,6 +341,35 @@ pub trait Store: Send + Sync + 'static {
         key: &str,
         response: &IdempotentResponse,
     ) -> StoreResult<()>;
+
+    /// Creates or replaces a webhook endpoint. Commits written after it make deliveries for it.
+    async fn save_webhook(&self, tenant: &str, endpoint: &WebhookEndpoint) -> StoreResult<()>;
+    /// A webhook endpoint by id.
+    async fn webhook(&self, tenant: &str, id: &str) -> StoreResult<Option<WebhookEndpoint>>;
+    /// The tenant's webhook endpoints in creation order, and how many there are.
+    async fn webhooks(&self, tenant: &str, page: &Page)
+    -> StoreResult<(Vec<WebhookEndpoint>, u64)>;
+    /// Deletes an endpoint and its delivery log; false when there was none.
+    async fn delete_webhook(&self, tenant: &str, id: &str) -> StoreResult<bool>;
+    /// Claims up to `limit` pending deliveries due at `now` (every tenant) that no other worker
+    /// holds, until `lease_until`, with what sending them needs.
+    async fn claim_deliveries(
+        &self,
+        limit: u64,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> StoreResult<Vec<DeliveryJob>>;
+    /// Stores a delivery's new state (after an attempt, or a retry request).
+    async fn save_delivery(&self, tenant: &str, delivery: &Delivery) -> StoreResult<()>;
+    /// A delivery by id.
+    async fn delivery(&self, tenant: &str, id: &str) -> StoreResult<Option<Delivery>>;
+    /// An endpoint's deliveries, newest first, and how many there are.
+    async fn deliveries(
+        &self,
+        tenant: &str,
+        endpoint_id: &str,
+        page: &Page,
+    ) -> StoreResult<(Vec<Delivery>, u64)>;
 
     /// Checks the database answers.
     async fn ping(&self) -> StoreResult<()>;

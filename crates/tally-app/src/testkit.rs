@@ -79,6 +79,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     idempotent_responses(store.as_ref()).await;
     claims_are_disjoint_and_expire(store.as_ref()).await;
     batches_write_together_and_tell_conflicts_apart(store.as_ref()).await;
+    webhooks_get_deliveries_with_their_events(store.as_ref()).await;
     concurrent_writers_number_gaplessly(store.clone()).await;
     store.ping().await.unwrap();
 }
@@ -365,6 +366,183 @@ async fn batches_write_together_and_tell_conflicts_apart(store: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(total, 6, "invoices 1-6, none lost, none twice");
+}
+
+fn endpoint(url: &str, types: &[&str], enabled: bool) -> WebhookEndpoint {
+    WebhookEndpoint {
+        id: new_id("Whk"),
+        url: url.into(),
+        event_types: types.iter().map(|t| t.to_string()).collect(),
+        enabled,
+        description: None,
+        secret: crate::webhooks::new_secret(),
+        created_at: ts("2024-01-01T00:00:00Z"),
+    }
+}
+
+/// Webhook endpoints are kept per tenant; a commit's events make one delivery per accepting,
+/// enabled endpoint in the same write (single commits and batches); deliveries are claimed with
+/// a lease, logged newest first, and go with their endpoint.
+async fn webhooks_get_deliveries_with_their_events(store: &dyn Store) {
+    let t = tenant(store).await;
+    let other = tenant(store).await;
+    let cu = customer(store, &t, "c").await;
+    let all = endpoint("https://a.example/hook", &["*"], true);
+    let invoices_only = endpoint("https://b.example/hook", &["v1.invoice.*"], true);
+    let off = endpoint("https://c.example/hook", &["*"], false);
+    for w in [&all, &invoices_only, &off] {
+        store.save_webhook(&t.id, w).await.unwrap();
+    }
+    let (list, total) = store
+        .webhooks(
+            &t.id,
+            &Page {
+                offset: 0,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(total, 3);
+    assert_eq!(list, [all.clone(), invoices_only.clone(), off.clone()]);
+    assert_eq!(store.webhook(&other.id, &all.id).await.unwrap(), None);
+    let mut renamed = all.clone();
+    renamed.description = Some("main".into());
+    store.save_webhook(&t.id, &renamed).await.unwrap();
+    assert_eq!(store.webhook(&t.id, &all.id).await.unwrap(), Some(renamed));
+
+    // A signup with two events: `all` gets both, `invoices_only` one, `off` none.
+    let (c, invoices) = signed(&cu.id, "2024-01-01T00:00:00Z");
+    let events = vec![
+        event(&c, "v1.contract.signature.completed"),
+        event(&c, "v1.invoice.created"),
+    ];
+    store
+        .commit(
+            &t.id,
+            Commit {
+                contract: Some((c.clone(), 0)),
+                invoices,
+                events: events.clone(),
+            },
+        )
+        .await
+        .unwrap();
+    let page = Page {
+        offset: 0,
+        limit: 10,
+    };
+    let (to_all, n) = store.deliveries(&t.id, &all.id, &page).await.unwrap();
+    assert_eq!(n, 2);
+    // newest first
+    assert_eq!(to_all[0].event_type, "v1.invoice.created");
+    assert_eq!(to_all[1].event_type, "v1.contract.signature.completed");
+    assert!(to_all.iter().all(|d| d.status == DeliveryStatus::Pending));
+    let (to_invoices, n) = store
+        .deliveries(&t.id, &invoices_only.id, &page)
+        .await
+        .unwrap();
+    assert_eq!(
+        (n, to_invoices[0].event_id.as_str()),
+        (1, events[1].id.as_str())
+    );
+    assert_eq!(store.deliveries(&t.id, &off.id, &page).await.unwrap().1, 0);
+    assert_eq!(
+        store.delivery(&other.id, &to_all[0].id).await.unwrap(),
+        None,
+        "another tenant's delivery is not found"
+    );
+
+    // Claims: three due, each job carries its endpoint and event; a second claim inside the
+    // lease finds none.
+    let now = ts("2030-01-01T00:00:00Z");
+    let lease = ts("2030-01-01T00:01:00Z");
+    let jobs = store.claim_deliveries(10, now, lease).await.unwrap();
+    assert_eq!(jobs.len(), 3);
+    let job = jobs
+        .iter()
+        .find(|j| j.delivery.endpoint_id == invoices_only.id)
+        .unwrap();
+    assert_eq!(
+        (
+            job.tenant_id.as_str(),
+            job.url.as_str(),
+            job.secret.as_str()
+        ),
+        (
+            t.id.as_str(),
+            invoices_only.url.as_str(),
+            invoices_only.secret.as_str()
+        )
+    );
+    assert_eq!(job.event, events[1]);
+    assert!(
+        store
+            .claim_deliveries(10, now, lease)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // One attempt failed: due again five seconds later, not before.
+    let mut d = job.delivery.clone();
+    d.record(now, Ok(500));
+    store.save_delivery(&t.id, &d).await.unwrap();
+    assert_eq!(store.delivery(&t.id, &d.id).await.unwrap(), Some(d.clone()));
+    assert!(
+        store
+            .claim_deliveries(10, ts("2030-01-01T00:00:04Z"), lease)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = store
+        .claim_deliveries(10, ts("2030-01-01T00:00:05Z"), ts("2030-01-01T00:02:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].delivery.attempts, 1);
+    // The other two, delivered, are never claimed again, even after their lease ran out.
+    for j in &jobs {
+        if j.delivery.id != d.id {
+            let mut x = j.delivery.clone();
+            x.record(now, Ok(200));
+            store.save_delivery(&t.id, &x).await.unwrap();
+        }
+    }
+    assert!(
+        store
+            .claim_deliveries(10, ts("2030-01-02T00:00:00Z"), ts("2030-01-02T00:01:00Z"))
+            .await
+            .unwrap()
+            .iter()
+            .all(|j| j.delivery.id == d.id)
+    );
+
+    // A bill-run batch fans out too.
+    let mut next = c.clone();
+    next.period_idx = 2;
+    let batch = vec![Commit {
+        contract: Some((next.clone(), 1)),
+        invoices: vec![],
+        events: vec![event(&next, "v1.contract.renewed")],
+    }];
+    store.commit_batch(&t.id, batch).await.unwrap();
+    assert_eq!(store.deliveries(&t.id, &all.id, &page).await.unwrap().1, 3);
+    assert_eq!(
+        store
+            .deliveries(&t.id, &invoices_only.id, &page)
+            .await
+            .unwrap()
+            .1,
+        1
+    );
+
+    // Deleting an endpoint removes it and its log; another tenant cannot delete it.
+    assert!(!store.delete_webhook(&other.id, &all.id).await.unwrap());
+    assert!(store.delete_webhook(&t.id, &all.id).await.unwrap());
+    assert_eq!(store.webhook(&t.id, &all.id).await.unwrap(), None);
+    assert_eq!(store.deliveries(&t.id, &all.id, &page).await.unwrap().1, 0);
+    assert!(!store.delete_webhook(&t.id, &all.id).await.unwrap());
 }
 
 async fn step_keys_are_idempotent(store: &dyn Store) {

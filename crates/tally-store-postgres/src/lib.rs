@@ -288,6 +288,7 @@ async fn write_commit(
         .await
         .map_err(be)?;
     }
+    write_deliveries(tx, tenant, &commit.events.iter().collect::<Vec<_>>()).await?;
     Ok(Committed {
         invoices: issued,
         version,
@@ -480,6 +481,8 @@ async fn write_batch(
         });
         q.build().execute(&mut **tx).await.map_err(be)?;
     }
+    let events: Vec<&Event> = commits.iter().flat_map(|c| &c.events).collect();
+    write_deliveries(tx, tenant, &events).await?;
     Ok(Some(out))
 }
 
@@ -520,6 +523,63 @@ async fn add_balance(
     .map_err(be)?;
     Ok(())
 }
+
+/// Writes the deliveries `events` make for the tenant's webhook endpoints (none when it has
+/// none), inside the transaction that writes the events: the outbox.
+async fn write_deliveries(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    tenant: &str,
+    events: &[&Event],
+) -> StoreResult<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let bodies: Vec<String> =
+        sqlx::query_scalar("SELECT body FROM webhook_endpoints WHERE tenant_id = $1 ORDER BY seq")
+            .bind(tenant)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(be)?;
+    if bodies.is_empty() {
+        return Ok(());
+    }
+    let endpoints = bodies
+        .iter()
+        .map(|b| from_json(b))
+        .collect::<StoreResult<Vec<WebhookEndpoint>>>()?;
+    let made = Delivery::fan_out(&endpoints, events);
+    let mut rows = Vec::with_capacity(made.len());
+    for d in &made {
+        rows.push((d, to_json(d)?));
+    }
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut q = sqlx::QueryBuilder::new(
+            "INSERT INTO webhook_deliveries (tenant_id, id, endpoint_id, event_id, status, next_attempt_at, body) ",
+        );
+        q.push_values(chunk, |mut b, (d, body)| {
+            b.push_bind(tenant)
+                .push_bind(&d.id)
+                .push_bind(&d.endpoint_id)
+                .push_bind(&d.event_id)
+                .push_bind(d.status.as_str())
+                .push_bind(d.next_attempt_at.map(micros))
+                .push_bind(body);
+        });
+        q.build().execute(&mut **tx).await.map_err(be)?;
+    }
+    Ok(())
+}
+
+/// Claims due pending deliveries across tenants (bound: lease end, now, now, limit); rows
+/// another worker is claiming are skipped.
+const CLAIM_DELIVERIES: &str = "UPDATE webhook_deliveries SET claimed_until = $1
+     WHERE seq IN (
+         SELECT seq FROM webhook_deliveries
+         WHERE status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= $2)
+           AND (claimed_until IS NULL OR claimed_until < $3)
+         ORDER BY next_attempt_at NULLS FIRST LIMIT $4
+         FOR UPDATE SKIP LOCKED)
+     RETURNING tenant_id, body";
 
 #[async_trait]
 impl Store for PgStore {
@@ -1074,6 +1134,181 @@ impl Store for PgStore {
         .await
         .map_err(be)?;
         Ok(())
+    }
+
+    async fn save_webhook(&self, tenant: &str, endpoint: &WebhookEndpoint) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO webhook_endpoints (tenant_id, id, body) VALUES ($1, $2, $3)
+             ON CONFLICT (tenant_id, id) DO UPDATE SET body = excluded.body",
+        )
+        .bind(tenant)
+        .bind(&endpoint.id)
+        .bind(to_json(endpoint)?)
+        .execute(&self.pool)
+        .await
+        .map_err(be)?;
+        Ok(())
+    }
+
+    async fn webhook(&self, tenant: &str, id: &str) -> StoreResult<Option<WebhookEndpoint>> {
+        let body: Option<String> = sqlx::query_scalar(
+            "SELECT body FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(be)?;
+        body.map(|b| from_json(&b)).transpose()
+    }
+
+    async fn webhooks(
+        &self,
+        tenant: &str,
+        page: &Page,
+    ) -> StoreResult<(Vec<WebhookEndpoint>, u64)> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT body FROM webhook_endpoints WHERE tenant_id = $1 ORDER BY seq LIMIT $2 OFFSET $3",
+        )
+        .bind(tenant)
+        .bind(page.limit.min(i64::MAX as u64) as i64)
+        .bind(page.offset.min(i64::MAX as u64) as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(be)?;
+        let total: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM webhook_endpoints WHERE tenant_id = $1")
+                .bind(tenant)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(be)?;
+        let rows = rows
+            .iter()
+            .map(|b| from_json(b))
+            .collect::<StoreResult<_>>()?;
+        Ok((rows, total as u64))
+    }
+
+    async fn delete_webhook(&self, tenant: &str, id: &str) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await.map_err(be)?;
+        let gone = sqlx::query("DELETE FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(be)?
+            .rows_affected();
+        sqlx::query("DELETE FROM webhook_deliveries WHERE tenant_id = $1 AND endpoint_id = $2")
+            .bind(tenant)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(be)?;
+        tx.commit().await.map_err(be)?;
+        Ok(gone > 0)
+    }
+
+    async fn claim_deliveries(
+        &self,
+        limit: u64,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> StoreResult<Vec<DeliveryJob>> {
+        let claimed: Vec<(String, String)> = sqlx::query_as(CLAIM_DELIVERIES)
+            .bind(micros(lease_until))
+            .bind(micros(now))
+            .bind(micros(now))
+            .bind(limit.min(i64::MAX as u64) as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(be)?;
+        let mut jobs = Vec::with_capacity(claimed.len());
+        for (tenant_id, body) in claimed {
+            let delivery: Delivery = from_json(&body)?;
+            let row: Option<(String, String)> = sqlx::query_as(
+                "SELECT w.body, e.body FROM webhook_endpoints w, events e
+                 WHERE w.tenant_id = $1 AND w.id = $2 AND e.tenant_id = $3 AND e.id = $4",
+            )
+            .bind(&tenant_id)
+            .bind(&delivery.endpoint_id)
+            .bind(&tenant_id)
+            .bind(&delivery.event_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(be)?;
+            let Some((endpoint, event)) = row else {
+                continue;
+            };
+            let endpoint: WebhookEndpoint = from_json(&endpoint)?;
+            jobs.push(DeliveryJob {
+                tenant_id,
+                delivery,
+                url: endpoint.url,
+                secret: endpoint.secret,
+                event: from_json(&event)?,
+            });
+        }
+        Ok(jobs)
+    }
+
+    async fn save_delivery(&self, tenant: &str, delivery: &Delivery) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE webhook_deliveries SET status = $1, next_attempt_at = $2, claimed_until = NULL, body = $3
+             WHERE tenant_id = $4 AND id = $5",
+        )
+        .bind(delivery.status.as_str())
+        .bind(delivery.next_attempt_at.map(micros))
+        .bind(to_json(delivery)?)
+        .bind(tenant)
+        .bind(&delivery.id)
+        .execute(&self.pool)
+        .await
+        .map_err(be)?;
+        Ok(())
+    }
+
+    async fn delivery(&self, tenant: &str, id: &str) -> StoreResult<Option<Delivery>> {
+        let body: Option<String> = sqlx::query_scalar(
+            "SELECT body FROM webhook_deliveries WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(be)?;
+        body.map(|b| from_json(&b)).transpose()
+    }
+
+    async fn deliveries(
+        &self,
+        tenant: &str,
+        endpoint_id: &str,
+        page: &Page,
+    ) -> StoreResult<(Vec<Delivery>, u64)> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT body FROM webhook_deliveries WHERE tenant_id = $1 AND endpoint_id = $2
+             ORDER BY seq DESC LIMIT $3 OFFSET $4",
+        )
+        .bind(tenant)
+        .bind(endpoint_id)
+        .bind(page.limit.min(i64::MAX as u64) as i64)
+        .bind(page.offset.min(i64::MAX as u64) as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(be)?;
+        let total: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM webhook_deliveries WHERE tenant_id = $1 AND endpoint_id = $2",
+        )
+        .bind(tenant)
+        .bind(endpoint_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(be)?;
+        let rows = rows
+            .iter()
+            .map(|b| from_json(b))
+            .collect::<StoreResult<_>>()?;
+        Ok((rows, total as u64))
     }
 
     async fn ping(&self) -> StoreResult<()> {
