@@ -19,6 +19,7 @@ pub mod dto;
 pub mod error;
 pub mod extract;
 pub mod native;
+pub mod webhooks;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -124,6 +125,7 @@ async fn method_not_allowed() -> error::ApiError {
         (name = "invoice", description = "Invoices"),
         (name = "catalog", description = "Features, plans, pricings, discounts; catalog as code"),
         (name = "test_clock", description = "Test-mode time"),
+        (name = "webhook", description = "Webhook endpoints, signing secrets and the delivery log"),
         (name = "operations", description = "Health, readiness, metrics, this document")
     )
 )]
@@ -166,7 +168,15 @@ fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(void_invoice))
         .routes(routes!(get_catalog, apply_catalog))
         .routes(routes!(get_clock))
-        .routes(routes!(advance_clock));
+        .routes(routes!(advance_clock))
+        .routes(routes!(webhooks::create_webhook, webhooks::list_webhooks))
+        .routes(routes!(
+            webhooks::get_webhook,
+            webhooks::update_webhook,
+            webhooks::delete_webhook
+        ))
+        .routes(routes!(webhooks::list_deliveries))
+        .routes(routes!(webhooks::retry_delivery));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/v1/c", v1)
         .routes(routes!(healthz))

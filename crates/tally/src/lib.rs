@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use jiff::Timestamp;
+use tally_app::webhooks::{SEND_TIMEOUT, Sender};
 use tally_app::{Store, Tally};
 use tally_store_sqlite::SqliteStore;
 
@@ -13,6 +14,54 @@ pub mod simulate;
 
 /// Rows a bill-run batch reads at a time: memory stays flat however many contracts are due.
 pub const BATCH: u64 = 1000;
+
+/// How often the server looks for due webhook deliveries.
+pub const WEBHOOK_POLL: Duration = Duration::from_secs(1);
+
+/// Webhook deliveries sent at once, at most.
+pub const WEBHOOK_BATCH: u64 = 32;
+
+/// Sends webhook requests over HTTP or HTTPS (rustls, the Mozilla root certificates): no
+/// redirects followed, [`SEND_TIMEOUT`] per request.
+pub struct HttpSender(reqwest::Client);
+
+impl HttpSender {
+    /// A sender with its own connection pool.
+    ///
+    /// # Errors
+    /// The TLS setup fails.
+    pub fn new() -> anyhow::Result<HttpSender> {
+        let client = reqwest::Client::builder()
+            .timeout(SEND_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("Tally-Webhooks/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(HttpSender(client))
+    }
+}
+
+#[async_trait::async_trait]
+impl Sender for HttpSender {
+    async fn post(
+        &self,
+        url: &str,
+        headers: &[(&str, String)],
+        body: String,
+    ) -> Result<u16, String> {
+        let mut req = self.0.post(url).body(body);
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        match req.send().await {
+            Ok(resp) => Ok(resp.status().as_u16()),
+            Err(e) if e.is_timeout() => {
+                Err(format!("no answer within {}s", SEND_TIMEOUT.as_secs()))
+            }
+            Err(e) if e.is_connect() => Err("could not connect".into()),
+            Err(e) => Err(e.without_url().to_string()),
+        }
+    }
+}
 
 /// Opens the store a database URL names (`sqlite://PATH`, `sqlite::memory:`,
 /// `postgres://USER@HOST/DB`), migrating it.
@@ -64,7 +113,7 @@ impl Server {
     }
 
     /// Serves until `shutdown` completes, running the bill run every `bill_run_every` (none when
-    /// zero).
+    /// zero) and sending due webhook deliveries every [`WEBHOOK_POLL`].
     ///
     /// # Errors
     /// The server fails.
@@ -87,6 +136,25 @@ impl Server {
                 }
             });
         }
+        let sender = HttpSender::new()?;
+        let worker = self.tally.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(WEBHOOK_POLL);
+            loop {
+                tick.tick().await;
+                // A full batch means more may be due: go on without waiting.
+                loop {
+                    match worker.deliver_webhooks(&sender, WEBHOOK_BATCH).await {
+                        Ok(n) if n as u64 == WEBHOOK_BATCH => continue,
+                        Ok(_) => break,
+                        Err(e) => {
+                            tracing::error!(error = %e, "webhook delivery failed");
+                            break;
+                        }
+                    }
+                }
+            }
+        });
         axum::serve(self.listener, tally_api::router(self.tally))
             .with_graceful_shutdown(shutdown)
             .await?;

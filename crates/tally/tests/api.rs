@@ -189,6 +189,17 @@ impl App {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    async fn delete(&self, key: &str, path: &str) -> u16 {
+        self.client
+            .delete(format!("{}{path}", self.base))
+            .header("wb-key", key)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     async fn signup(&self, t: &Tenant, seats: &str) -> String {
         let body = json!({"customer": "acme", "plan": "basic", "currency": "usd", "cycle": "month",
                           "unit_count_configuration": {"seats": seats}});
@@ -456,7 +467,17 @@ async fn isolation(app: &App) {
     let inv = page["hits"][0]["id"].as_str().unwrap().to_string();
     let (_, cust) = app.get(&a.key, "/v1/c/customer/acme").await;
     let cust_id = cust["id"].as_str().unwrap().to_string();
+    let (_, hook) = app
+        .post(
+            &a.key,
+            "/v1/c/webhook",
+            r#"{"url": "http://127.0.0.1:9/hook"}"#,
+        )
+        .await;
+    let hook = hook["id"].as_str().unwrap().to_string();
     for path in [
+        format!("/v1/c/webhook/{hook}"),
+        format!("/v1/c/webhook/{hook}/deliveries"),
         format!("/v1/c/contract/{id}"),
         format!("/v1/c/contract/{id}/history"),
         format!("/v1/c/contract/{id}/invoices"),
@@ -485,6 +506,10 @@ async fn isolation(app: &App) {
         (format!("/v1/c/invoice/{inv}/pay"), "{}".to_string()),
         (format!("/v1/c/invoice/{inv}/void"), "{}".to_string()),
         (
+            format!("/v1/c/webhook/{hook}"),
+            r#"{"enabled": false}"#.to_string(),
+        ),
+        (
             "/v1/c/customer".to_string(),
             json!({"id": cust_id, "name": "x"}).to_string(),
         ),
@@ -499,6 +524,14 @@ async fn isolation(app: &App) {
     }
     let (_, list) = app.get(&b.key, "/v1/c/invoice").await;
     assert_eq!(list["total"], 0);
+    let (_, list) = app.get(&b.key, "/v1/c/webhook").await;
+    assert_eq!(list["total"], 0);
+    assert_eq!(
+        app.delete(&b.key, &format!("/v1/c/webhook/{hook}")).await,
+        404
+    );
+    let (s, still) = app.get(&a.key, &format!("/v1/c/webhook/{hook}")).await;
+    assert_eq!((s, still["enabled"].as_bool()), (200, Some(true)));
 }
 
 #[tokio::test]
@@ -977,6 +1010,7 @@ async fn every_endpoint_refuses_bad_input_with_a_problem() {
         "/v1/c/usage/bulk".to_string(),
         "/v1/c/catalog".to_string(),
         "/v1/c/test_clock/advance".to_string(),
+        "/v1/c/webhook".to_string(),
     ];
     for path in &posts {
         let (s, v) = app.post(&t.key, path, "{oops").await;
@@ -996,6 +1030,8 @@ async fn every_endpoint_refuses_bad_input_with_a_problem() {
         "/v1/c/contract/Cont_nope/invoices",
         "/v1/c/contract/Cont_nope/scheduled_changes",
         "/v1/c/invoice/Inv_nope",
+        "/v1/c/webhook/Whk_nope",
+        "/v1/c/webhook/Whk_nope/deliveries",
     ];
     for path in unknown_gets {
         let (s, v) = app.get(&t.key, path).await;
@@ -1016,6 +1052,8 @@ async fn every_endpoint_refuses_bad_input_with_a_problem() {
         "/v1/c/contract/Cont_nope/activate".to_string(),
         "/v1/c/invoice/Inv_nope/pay".to_string(),
         "/v1/c/invoice/Inv_nope/void".to_string(),
+        "/v1/c/webhook/Whk_nope".to_string(),
+        "/v1/c/webhook/Whk_nope/deliveries/Dlv_nope/retry".to_string(),
         format!("/v1/c/contract/{id}/scheduled_changes/Chg_nope/cancel"),
     ] {
         let (s, v) = app.post(&t.key, &path, "{}").await;
@@ -1064,4 +1102,232 @@ async fn every_endpoint_refuses_bad_input_with_a_problem() {
         (422, Some("invalid_invoice_state")),
         "{v}"
     );
+}
+
+/// A webhook receiver on port 0: records every request (headers and body) and answers the
+/// given statuses in turn, then 200.
+async fn receiver(
+    statuses: Vec<u16>,
+) -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, String)>>>,
+) {
+    use std::sync::{Arc, Mutex};
+    type Seen = Arc<Mutex<Vec<(axum::http::HeaderMap, String)>>>;
+    let seen: Seen = Arc::default();
+    let answers = Arc::new(Mutex::new(statuses));
+    let state = (seen.clone(), answers);
+    let app = axum::Router::new()
+        .route(
+            "/hook",
+            axum::routing::post(
+                |axum::extract::State((seen, answers)): axum::extract::State<(
+                    Seen,
+                    Arc<Mutex<Vec<u16>>>,
+                )>,
+                 headers: axum::http::HeaderMap,
+                 body: String| async move {
+                    seen.lock().unwrap().push((headers, body));
+                    let mut a = answers.lock().unwrap();
+                    let code = if a.is_empty() { 200 } else { a.remove(0) };
+                    axum::http::StatusCode::from_u16(code).unwrap()
+                },
+            ),
+        )
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/hook"), seen)
+}
+
+/// Polls `check` every 100 ms for up to 15 s.
+async fn eventually(mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..150 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("not reached within 15 s");
+}
+
+#[tokio::test]
+async fn webhooks_are_delivered_signed_logged_and_retried() {
+    use base64::Engine;
+    use hmac::Mac;
+    let app = spawn_app().await;
+    let t = app.tenant().await;
+    // The receiver fails the first request it gets.
+    let (url, seen) = receiver(vec![500]).await;
+    let body = json!({"url": url, "event_types": ["v1.invoice.created", "v1.contract.*"],
+                      "description": "billing"});
+    let (s, hook) = app.post(&t.key, "/v1/c/webhook", &body.to_string()).await;
+    assert_eq!(s, 200, "{hook}");
+    let hook_id = hook["id"].as_str().unwrap().to_string();
+    assert!(hook_id.starts_with("Whk_"));
+    let secret = hook["secret"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("whsec_"));
+    // A second endpoint for other events only gets nothing from a signup.
+    let (s, _) = app
+        .post(
+            &t.key,
+            "/v1/c/webhook",
+            &json!({"url": url, "event_types": ["v1.contract.trial.ended"]}).to_string(),
+        )
+        .await;
+    assert_eq!(s, 200);
+    // A signup makes two events: the contract signed and its invoice.
+    let contract = app.signup(&t, "2").await;
+    eventually(async || seen.lock().unwrap().len() >= 2).await;
+    let requests = seen.lock().unwrap().clone();
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.strip_prefix("whsec_").unwrap())
+        .unwrap();
+    let mut types = Vec::new();
+    for (headers, body) in &requests {
+        let h = |n: &str| headers.get(n).unwrap().to_str().unwrap().to_string();
+        let id = h("webhook-id");
+        let ts = h("webhook-timestamp");
+        // HMAC-SHA256 over "{id}.{timestamp}.{body}" with the secret's bytes, base64, "v1,".
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+        mac.update(format!("{id}.{ts}.{body}").as_bytes());
+        let expected = format!(
+            "v1,{}",
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+        );
+        assert_eq!(h("webhook-signature"), expected);
+        assert_eq!(h("content-type"), "application/json");
+        let payload: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(payload["id"].as_str(), Some(id.as_str()));
+        assert_eq!(payload["contract_id"].as_str(), Some(contract.as_str()));
+        types.push(payload["type"].as_str().unwrap().to_string());
+    }
+    types.sort();
+    types.dedup();
+    assert_eq!(
+        types,
+        ["v1.contract.signature.completed", "v1.invoice.created"]
+    );
+    // The log: one delivered at once, one failed with 500 and waiting for its next attempt.
+    let log = format!("/v1/c/webhook/{hook_id}/deliveries");
+    let (s, page) = app.get(&t.key, &log).await;
+    assert_eq!((s, page["total"].as_u64()), (200, Some(2)), "{page}");
+    let hits = page["hits"].as_array().unwrap();
+    let failed = hits
+        .iter()
+        .find(|d| d["last_status_code"] == 500)
+        .expect("the first request was answered 500");
+    assert_eq!(failed["status"], "pending");
+    assert_eq!(failed["attempts"], 1);
+    assert!(failed["next_attempt_at"].is_string());
+    assert!(
+        hits.iter()
+            .any(|d| d["status"] == "delivered" && d["attempts"] == 1)
+    );
+    // Sent again on request: delivered on the second attempt, with the same message id.
+    let failed_id = failed["id"].as_str().unwrap().to_string();
+    let (s, v) = app
+        .post(&t.key, &format!("{log}/{failed_id}/retry"), "{}")
+        .await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("pending")), "{v}");
+    eventually(async || {
+        let (_, page) = app.get(&t.key, &log).await;
+        page["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["status"] == "delivered")
+    })
+    .await;
+    let (_, page) = app.get(&t.key, &log).await;
+    let retried = page["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == failed_id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (
+            retried["attempts"].as_u64(),
+            retried["last_status_code"].as_u64()
+        ),
+        (Some(2), Some(200))
+    );
+    let ids: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(h, _)| h["webhook-id"].to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 3, "two events, one sent twice: {ids:?}");
+    assert!(ids.iter().filter(|i| **i == retried["event_id"]).count() == 2);
+    // Updating, disabling, rotating the secret and deleting.
+    let (s, v) = app
+        .post(
+            &t.key,
+            &format!("/v1/c/webhook/{hook_id}"),
+            r#"{"enabled": false, "rotate_secret": true}"#,
+        )
+        .await;
+    assert_eq!((s, v["enabled"].as_bool()), (200, Some(false)));
+    assert_ne!(v["secret"].as_str(), Some(secret.as_str()));
+    app.signup(&t, "3").await;
+    let (_, page) = app.get(&t.key, &log).await;
+    assert_eq!(
+        page["total"], 2,
+        "a disabled endpoint gets no new deliveries"
+    );
+    let (_, list) = app.get(&t.key, "/v1/c/webhook").await;
+    assert_eq!(list["total"], 2);
+    assert_eq!(
+        app.delete(&t.key, &format!("/v1/c/webhook/{hook_id}"))
+            .await,
+        200
+    );
+    let (s, _) = app.get(&t.key, &format!("/v1/c/webhook/{hook_id}")).await;
+    assert_eq!(s, 404);
+}
+
+#[tokio::test]
+async fn webhook_settings_are_checked() {
+    let app = spawn_app().await;
+    let t = app.tenant().await;
+    for (body, code, param) in [
+        (r#"{}"#, "missing_field", "url"),
+        (r#"{"url": "ftp://example.com"}"#, "invalid_url", "url"),
+        (
+            r#"{"url": "https://u:p@example.com/"}"#,
+            "invalid_url",
+            "url",
+        ),
+        (
+            r#"{"url": "https://example.com", "event_types": ["*", "v1.nothing"]}"#,
+            "invalid_event_type",
+            "event_types[1]",
+        ),
+        (
+            r#"{"url": "https://example.com", "event_types": []}"#,
+            "invalid_event_type",
+            "event_types[0]",
+        ),
+    ] {
+        let (s, v) = app.post(&t.key, "/v1/c/webhook", body).await;
+        assert_eq!(
+            (s, v["code"].as_str(), v["param"].as_str()),
+            (422, Some(code), Some(param)),
+            "{body}: {v}"
+        );
+    }
+    let (s, v) = app
+        .post(
+            &t.key,
+            "/v1/c/webhook",
+            r#"{"url": "https://example.com", "colour": "red"}"#,
+        )
+        .await;
+    assert_eq!(s, 422, "{v}");
+    let (_, list) = app.get(&t.key, "/v1/c/webhook").await;
+    assert_eq!(list["total"], 0, "nothing was written");
 }
