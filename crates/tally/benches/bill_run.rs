@@ -32,6 +32,10 @@ const CATALOG: &str = r#"{
   "customers": [{"slug": "acme"}]
 }"#;
 
+/// The allocator the `tally` binary uses.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Rows per multi-row statement, as the store uses.
 const ROWS: usize = 200;
 

