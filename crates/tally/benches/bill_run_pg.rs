@@ -38,9 +38,41 @@ const CATALOG: &str = r#"{
       "platform": {"flat_fee": "10.00"}, "seats": {"price": "5.00"}, "api_calls": {"price": "0.001"}}}]}]}]
 }"#;
 
-type ContractRow = (String, String, String, String, Option<i64>, i64, i64, String);
-type InvoiceRow = (String, String, i64, String, String, String, i64, String, String, String);
-type LineRow = (String, String, i32, String, Option<String>, String, String, String, String, i64, i64);
+type ContractRow = (
+    String,
+    String,
+    String,
+    String,
+    Option<i64>,
+    i64,
+    i64,
+    String,
+);
+type InvoiceRow = (
+    String,
+    String,
+    i64,
+    String,
+    String,
+    String,
+    i64,
+    String,
+    String,
+    String,
+);
+type LineRow = (
+    String,
+    String,
+    i32,
+    String,
+    Option<String>,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+);
 type EventRow = (String, String, Option<String>, String);
 
 fn db_url(admin: &str, name: &str) -> String {
@@ -140,7 +172,13 @@ fn run_workers(url: &str, workers: usize) -> (f64, Vec<String>) {
     let children: Vec<_> = (0..workers)
         .map(|_| {
             std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
-                .args(["bill-run", "--database", url, "--until", "2024-02-01T00:00:00Z"])
+                .args([
+                    "bill-run",
+                    "--database",
+                    url,
+                    "--until",
+                    "2024-02-01T00:00:00Z",
+                ])
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::null())
                 .spawn()
@@ -313,10 +351,14 @@ async fn baseline(from_url: &str, to_url: &str, tenant: &str, n: usize) -> (f64,
 
 fn main() {
     let Ok(admin) = std::env::var("TALLY_BENCH_POSTGRES_URL") else {
-        eprintln!("set TALLY_BENCH_POSTGRES_URL (e.g. postgres://postgres@127.0.0.1:5432/postgres)");
+        eprintln!(
+            "set TALLY_BENCH_POSTGRES_URL (e.g. postgres://postgres@127.0.0.1:5432/postgres)"
+        );
         std::process::exit(2);
     };
-    let mut nums = std::env::args().skip(1).filter_map(|a| a.parse::<usize>().ok());
+    let mut nums = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse::<usize>().ok());
     let n = nums.next().unwrap_or(20_000);
     let workers = nums.next().unwrap_or(2).max(1);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -338,23 +380,33 @@ fn main() {
         let tenant = setup(&run_url, n).await;
         let (secs, outputs) = run_workers(&run_url, workers);
         let pool = PgPool::connect(&run_url).await.unwrap();
-        let (count, max): (i64, Option<i64>) = sqlx::query_as(
-            "SELECT COUNT(*), MAX(seq) FROM invoices WHERE tenant_id = $1",
-        )
-        .bind(&tenant)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        assert_eq!(count as usize, n, "every contract renewed once: {outputs:?}");
+        let (count, max): (i64, Option<i64>) =
+            sqlx::query_as("SELECT COUNT(*), MAX(seq) FROM invoices WHERE tenant_id = $1")
+                .bind(&tenant)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            count as usize, n,
+            "every contract renewed once: {outputs:?}"
+        );
         assert_eq!(max, Some(count), "numbers gapless");
         let (_, again) = run_workers(&run_url, 1);
-        assert!(again[0].contains("\"invoices\":0"), "a second run writes nothing: {again:?}");
+        assert!(
+            again[0].contains("\"invoices\":0"),
+            "a second run writes nothing: {again:?}"
+        );
         pool.close().await;
         let (base, rows) = baseline(&run_url, &db_url(&admin, &base_db), &tenant, n).await;
         let bill = rows as f64 / secs;
         println!("contracts: {n}, worker processes: {workers}");
-        println!("rows written per run: {rows} ({:.1} per contract)", rows as f64 / n as f64);
-        println!("baseline (the same rows, one connection, multi-row statements): {base:.0} rows/s");
+        println!(
+            "rows written per run: {rows} ({:.1} per contract)",
+            rows as f64 / n as f64
+        );
+        println!(
+            "baseline (the same rows, one connection, multi-row statements): {base:.0} rows/s"
+        );
         println!(
             "bill run: {bill:.0} rows/s, {:.0} contracts/s, {secs:.1} s (process start included)",
             n as f64 / secs
