@@ -719,33 +719,62 @@ pub async fn get_invoice(
     Ok(ok(invoice_json(&inv)))
 }
 
+/// Moves an open invoice to paid or void with its event (`v1.invoice.paid`,
+/// `v1.invoice.voided`); asking again for the state it is already in answers it unchanged.
 async fn set_status(
     s: &AppState,
     t: &tally_app::store::Tenant,
+    rid: &RequestId,
     id: &str,
     to: InvoiceStatus,
 ) -> ApiResult {
-    let inv = s
-        .tally
-        .store
-        .invoice(&t.id, id)
-        .await
-        .map_err(tally_app::AppError::from)?
-        .ok_or_else(|| ApiError::not_found("invoice", "invoice_id", id))?;
-    if inv.status != InvoiceStatus::Open && inv.status != to {
-        return Err(ApiError::unprocessable(
+    let read = async || -> ApiResult<tally_app::store::Invoice> {
+        s.tally
+            .store
+            .invoice(&t.id, id)
+            .await
+            .map_err(tally_app::AppError::from)?
+            .ok_or_else(|| ApiError::not_found("invoice", "invoice_id", id))
+    };
+    let refuse = |status: InvoiceStatus| {
+        ApiError::unprocessable(
             "invalid_invoice_state",
             Some("invoice_id"),
-            format!("the invoice is {:?}", inv.status).to_lowercase(),
-        ));
+            format!("the invoice is {status:?}").to_lowercase(),
+        )
+    };
+    let inv = read().await?;
+    if inv.status == to {
+        return Ok(ok(invoice_json(&inv)));
     }
-    s.tally
+    if inv.status != InvoiceStatus::Open {
+        return Err(refuse(inv.status));
+    }
+    let who = actor(rid);
+    let event = tally_app::store::Event {
+        id: new_id("Evt"),
+        kind: match to {
+            InvoiceStatus::Void => "v1.invoice.voided",
+            _ => "v1.invoice.paid",
+        }
+        .into(),
+        contract_id: Some(inv.draft.contract_id.clone()),
+        at: s.tally.now(t),
+        actor: who.name,
+        request_id: who.request_id,
+        data: json!({ "invoice_id": inv.id, "number": inv.number }),
+    };
+    let moved = s
+        .tally
         .store
-        .set_invoice_status(&t.id, &inv.id, to)
+        .set_invoice_status(&t.id, &inv.id, to, &event)
         .await
         .map_err(tally_app::AppError::from)?;
-    let mut inv = inv;
-    inv.status = to;
+    // Another request moved it first: answer what it is now.
+    let inv = read().await?;
+    if !moved && inv.status != to {
+        return Err(refuse(inv.status));
+    }
     Ok(ok(invoice_json(&inv)))
 }
 
@@ -754,9 +783,10 @@ async fn set_status(
 pub async fn pay_invoice(
     State(s): State<AppState>,
     Auth(t): Auth,
+    rid: RequestId,
     Path(id): Path<String>,
 ) -> ApiResult {
-    set_status(&s, &t, &id, InvoiceStatus::Paid).await
+    set_status(&s, &t, &rid, &id, InvoiceStatus::Paid).await
 }
 
 /// `POST /v1/c/invoice/{id}/void`.
@@ -764,9 +794,10 @@ pub async fn pay_invoice(
 pub async fn void_invoice(
     State(s): State<AppState>,
     Auth(t): Auth,
+    rid: RequestId,
     Path(id): Path<String>,
 ) -> ApiResult {
-    set_status(&s, &t, &id, InvoiceStatus::Void).await
+    set_status(&s, &t, &rid, &id, InvoiceStatus::Void).await
 }
 
 /// `GET /v1/c/catalog`: the tenant's catalog and settings.

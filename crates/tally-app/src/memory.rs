@@ -434,12 +434,21 @@ impl Store for MemoryStore {
         tenant: &str,
         id: &str,
         status: InvoiceStatus,
-    ) -> StoreResult<()> {
+        event: &Event,
+    ) -> StoreResult<bool> {
         self.with(|i| {
-            if let Some(inv) = data(i, tenant).invoices.iter_mut().find(|inv| inv.id == id) {
-                inv.status = status;
+            let d = data(i, tenant);
+            let Some(inv) = d.invoices.iter_mut().find(|inv| inv.id == id) else {
+                return Ok(false);
+            };
+            if inv.status != InvoiceStatus::Open {
+                return Ok(false);
             }
-            Ok(())
+            inv.status = status;
+            let made = Delivery::fan_out(&d.webhooks, &[event]);
+            d.deliveries.extend(made.into_iter().map(|x| (x, None)));
+            d.events.push(event.clone());
+            Ok(true)
         })
     }
 

@@ -321,13 +321,16 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<(Vec<Invoice>, u64)>;
     /// One invoice.
     async fn invoice(&self, tenant: &str, id: &str) -> StoreResult<Option<Invoice>>;
-    /// Marks an invoice paid or void.
+    /// Moves an open invoice to `status` (paid or void), writing `event` and its webhook
+    /// deliveries in the same transaction; false, with nothing written, when the invoice is not
+    /// open any more (a concurrent request moved it first).
     async fn set_invoice_status(
         &self,
         tenant: &str,
         id: &str,
         status: InvoiceStatus,
-    ) -> StoreResult<()>;
+        event: &Event,
+    ) -> StoreResult<bool>;
 
     /// A contract's events in order.
     async fn events(&self, tenant: &str, contract_id: &str) -> StoreResult<Vec<Event>>;

@@ -224,14 +224,32 @@ async fn contracts_versions_and_invoices(store: &dyn Store) {
         store.invoice(&t.id, &inv.id).await.unwrap().as_ref(),
         Some(inv)
     );
-    store
-        .set_invoice_status(&t.id, &inv.id, InvoiceStatus::Paid)
-        .await
-        .unwrap();
+    let paid = event(&c, "v1.invoice.paid");
+    assert!(
+        store
+            .set_invoice_status(&t.id, &inv.id, InvoiceStatus::Paid, &paid)
+            .await
+            .unwrap()
+    );
     assert_eq!(
         store.invoice(&t.id, &inv.id).await.unwrap().unwrap().status,
         InvoiceStatus::Paid
     );
+    // The event is recorded with the change; a paid invoice cannot be moved again, and that
+    // attempt writes nothing.
+    assert_eq!(store.events(&t.id, &c.id).await.unwrap().len(), 2);
+    let voided = event(&c, "v1.invoice.voided");
+    assert!(
+        !store
+            .set_invoice_status(&t.id, &inv.id, InvoiceStatus::Void, &voided)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.invoice(&t.id, &inv.id).await.unwrap().unwrap().status,
+        InvoiceStatus::Paid
+    );
+    assert_eq!(store.events(&t.id, &c.id).await.unwrap().len(), 2);
 }
 
 fn event(contract: &Contract, kind: &str) -> Event {
@@ -417,7 +435,7 @@ async fn webhooks_get_deliveries_with_their_events(store: &dyn Store) {
         event(&c, "v1.contract.signature.completed"),
         event(&c, "v1.invoice.created"),
     ];
-    store
+    let signed_up = store
         .commit(
             &t.id,
             Commit {
@@ -535,6 +553,24 @@ async fn webhooks_get_deliveries_with_their_events(store: &dyn Store) {
             .unwrap()
             .1,
         1
+    );
+    // Paying an invoice fans out as well: `all` and `invoices_only` each get one more.
+    let paid = event(&c, "v1.invoice.paid");
+    let inv = &signed_up.invoices[0].id;
+    assert!(
+        store
+            .set_invoice_status(&t.id, inv, InvoiceStatus::Paid, &paid)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.deliveries(&t.id, &all.id, &page).await.unwrap().1, 4);
+    let (to_invoices, n) = store
+        .deliveries(&t.id, &invoices_only.id, &page)
+        .await
+        .unwrap();
+    assert_eq!(
+        (n, to_invoices[0].event_type.as_str()),
+        (2, "v1.invoice.paid")
     );
 
     // Deleting an endpoint removes it and its log; another tenant cannot delete it.

@@ -28,6 +28,8 @@ pub const EVENT_TYPES: &[&str] = &[
     "v1.contract.cancellation.scheduled",
     "v1.contract.cancellation.completed",
     "v1.invoice.created",
+    "v1.invoice.paid",
+    "v1.invoice.voided",
 ];
 
 /// Waits before the 2nd, 3rd, ... attempt (the Standard Webhooks schedule): 5 s, 5 min, 30 min,

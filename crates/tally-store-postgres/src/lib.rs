@@ -1083,15 +1083,36 @@ impl Store for PgStore {
         tenant: &str,
         id: &str,
         status: InvoiceStatus,
-    ) -> StoreResult<()> {
-        sqlx::query("UPDATE invoices SET status = $1 WHERE tenant_id = $2 AND id = $3")
-            .bind(status_str(status))
-            .bind(tenant)
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(be)?;
-        Ok(())
+        event: &Event,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await.map_err(be)?;
+        let moved = sqlx::query(
+            "UPDATE invoices SET status = $1 WHERE tenant_id = $2 AND id = $3 AND status = 'open'",
+        )
+        .bind(status_str(status))
+        .bind(tenant)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(be)?
+        .rows_affected();
+        if moved == 0 {
+            tx.rollback().await.map_err(be)?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO events (tenant_id, id, contract_id, body) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(tenant)
+        .bind(&event.id)
+        .bind(&event.contract_id)
+        .bind(to_json(event)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(be)?;
+        write_deliveries(&mut tx, tenant, &[event]).await?;
+        tx.commit().await.map_err(be)?;
+        Ok(true)
     }
 
     async fn events(&self, tenant: &str, contract_id: &str) -> StoreResult<Vec<Event>> {

@@ -250,6 +250,38 @@ async fn signup_issues_the_first_invoice() {
     let inv = &page["hits"][0];
     // 10.00 platform + 4 x 5.00 seats = 30.00
     assert_eq!(amounts(inv), ["10.00", "20.00"]);
+    // Paying it: paid, an event in the contract's history; paying again answers it unchanged;
+    // voiding a paid invoice is refused.
+    let inv_id = inv["id"].as_str().unwrap();
+    let (s, v) = app
+        .post(&t.key, &format!("/v1/c/invoice/{inv_id}/pay"), "{}")
+        .await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("paid")), "{v}");
+    let (s, v) = app
+        .post(&t.key, &format!("/v1/c/invoice/{inv_id}/pay"), "{}")
+        .await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("paid")), "{v}");
+    let (s, v) = app
+        .post(&t.key, &format!("/v1/c/invoice/{inv_id}/void"), "{}")
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (422, Some("invalid_invoice_state"))
+    );
+    let (_, history) = app
+        .get(&t.key, &format!("/v1/c/contract/{id}/history"))
+        .await;
+    let kinds: Vec<&str> = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "v1.invoice.paid").count(),
+        1,
+        "{kinds:?}"
+    );
     assert_eq!(inv["net"], "30.00");
     assert_eq!(inv["reason"], "signup");
     assert_eq!(inv["number"], "2024-000001");
