@@ -217,14 +217,6 @@ pub async fn retry_delivery(
     Path((id, delivery_id)): Path<(String, String)>,
 ) -> ApiResult {
     let w = find(&s, &t, &id).await?;
-    let d = s
-        .tally
-        .store
-        .delivery(&t.id, &delivery_id)
-        .await
-        .map_err(tally_app::AppError::from)?
-        .filter(|d| d.endpoint_id == w.id)
-        .ok_or_else(|| ApiError::not_found("delivery", "delivery_id", &delivery_id))?;
-    let d = s.tally.retry_delivery(&t, &d.id).await?;
+    let d = s.tally.retry_delivery(&t, &w.id, &delivery_id).await?;
     Ok(Json(delivery_json(&d)).into_response())
 }

@@ -365,17 +365,23 @@ impl Tally {
         Ok(attempted)
     }
 
-    /// Sends a delivery again now (a failed one gets a fresh set of attempts).
-    pub async fn retry_delivery(&self, tenant: &Tenant, id: &str) -> AppResult<Delivery> {
-        let mut d =
-            self.store
-                .delivery(&tenant.id, id)
-                .await?
-                .ok_or_else(|| AppError::NotFound {
-                    kind: "delivery",
-                    param: "delivery_id".into(),
-                    id: id.into(),
-                })?;
+    /// Sends a delivery of the endpoint again now (a failed one gets a fresh set of attempts).
+    pub async fn retry_delivery(
+        &self,
+        tenant: &Tenant,
+        endpoint_id: &str,
+        id: &str,
+    ) -> AppResult<Delivery> {
+        let mut d = self
+            .store
+            .delivery(&tenant.id, id)
+            .await?
+            .filter(|d| d.endpoint_id == endpoint_id)
+            .ok_or_else(|| AppError::NotFound {
+                kind: "delivery",
+                param: "delivery_id".into(),
+                id: id.into(),
+            })?;
         if d.status == DeliveryStatus::Failed {
             d.attempts = 0;
         }

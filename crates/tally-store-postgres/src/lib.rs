@@ -467,8 +467,8 @@ async fn write_batch(
     }
     let events: Vec<&Event> = commits.iter().flat_map(|c| &c.events).collect();
     let mut rows = Vec::with_capacity(events.len());
-    for e in events {
-        rows.push((e, to_json(e)?));
+    for e in &events {
+        rows.push((*e, to_json(*e)?));
     }
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let mut q =
@@ -481,7 +481,6 @@ async fn write_batch(
         });
         q.build().execute(&mut **tx).await.map_err(be)?;
     }
-    let events: Vec<&Event> = commits.iter().flat_map(|c| &c.events).collect();
     write_deliveries(tx, tenant, &events).await?;
     Ok(Some(out))
 }

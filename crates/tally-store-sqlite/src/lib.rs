@@ -429,7 +429,7 @@ async fn write_batch(
                 .await
                 .map_err(be)?;
         let mut rows = Vec::with_capacity(events.len());
-        for e in events {
+        for e in &events {
             seq += 1;
             rows.push((seq, e, to_json(e)?));
         }
@@ -447,7 +447,6 @@ async fn write_batch(
             q.build().execute(&mut **tx).await.map_err(be)?;
         }
     }
-    let events: Vec<&Event> = commits.iter().flat_map(|c| &c.events).collect();
     write_deliveries(tx, tenant, &events).await?;
     Ok(Some(out))
 }

@@ -12,32 +12,21 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Instant;
 
+use common::{ROWS, USED_AT, sign_up, tenant_with_customers};
 use jiff::Timestamp;
 use sqlx::QueryBuilder;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use tally_app::Tally;
-use tally_app::catalog_file::CatalogFile;
-use tally_app::store::{Customer, next_due};
 use tally_core::prelude::*;
-
-const CATALOG: &str = r#"{
-  "features": [{"slug": "platform", "kind": "flat"}, {"slug": "seats", "kind": "per_unit"},
-               {"slug": "api_calls", "kind": "usage"}],
-  "plans": [{"slug": "basic", "pricings": [{"slug": "v1", "published_at": "2020-01-01T00:00:00Z",
-    "prices": [{"currency": "usd", "cycle": "month", "features": {
-      "platform": {"flat_fee": "10.00"}, "seats": {"price": "5.00"}, "api_calls": {"price": "0.001"}}}]}]}],
-  "customers": [{"slug": "acme"}]
-}"#;
 
 /// The allocator the `tally` binary uses.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// Rows per multi-row statement, as the store uses.
-const ROWS: usize = 200;
 
 struct Fixed(Timestamp);
 
@@ -263,31 +252,7 @@ async fn bill_run(n: usize, dir: &std::path::Path) -> (f64, usize) {
         store: tally::open(&url).await.unwrap(),
         clock: clock.clone(),
     };
-    let (tenant, _) = tally.create_tenant("bench", false).await.unwrap();
-    let file = CatalogFile::from_json(CATALOG).unwrap();
-    let (tenant, catalog) = tally.apply_catalog(&tenant, &file).await.unwrap();
-    // One customer per 1000 contracts (each batch spans many customers).
-    let customers: Vec<String> = {
-        let mut ids = Vec::new();
-        for i in 0..n.div_ceil(1000).max(1) {
-            let id = tally_app::ids::new_id("Cust");
-            let c = Customer {
-                id: id.clone(),
-                slug: Some(format!("customer-{i}")),
-                name: Some(format!("Customer {i}")),
-                emails: serde_json::json!({"main": format!("billing{i}@example.com")}),
-                customer_reference: None,
-                address: None,
-                metadata: Default::default(),
-                notes: None,
-                tax_rate: None,
-                created_at: "2024-01-01T00:00:00Z".parse().unwrap(),
-            };
-            tally.store.save_customer(&tenant.id, &c).await.unwrap();
-            ids.push(id);
-        }
-        ids
-    };
+    let (tenant, catalog, customers) = tenant_with_customers(&tally, n).await;
     // Setup (not timed) writes the signed-up contracts and the usage with multi-row inserts
     // straight into the store's tables, as signup would have left them.
     let opts: SqliteConnectOptions = url.parse::<SqliteConnectOptions>().unwrap();
@@ -297,42 +262,24 @@ async fn bill_run(n: usize, dir: &std::path::Path) -> (f64, usize) {
         .await
         .unwrap();
     let cx = BillingContext::new(&catalog, &tenant.settings).unwrap();
-    let start_at: Timestamp = "2024-01-01T00:00:00Z".parse().unwrap();
-    let used_at: Timestamp = "2024-01-10T00:00:00Z".parse().unwrap();
+    let used_at: Timestamp = USED_AT.parse().unwrap();
     let ids: Vec<usize> = (0..n).collect();
     for chunk in ids.chunks(1000) {
-        let mut contracts = Vec::new();
-        let mut usage = Vec::new();
-        for i in chunk {
-            let req = SignupRequest::new(
-                &tally_app::ids::new_id("Cont"),
-                &customers[i % customers.len()],
-                "basic",
-                Currency::Usd,
-                Cycle::Month,
-            )
-            .seats("seats", 3);
-            let c = subscribe(&req, &cx, start_at).unwrap().contract;
-            if i % 10 == 0 {
-                usage.push((c.id.clone(), 1000 + *i as i64));
-            }
-            let due = next_due(&c).map(|t| t.as_microsecond());
-            contracts.push((*i as i64, due, serde_json::to_string(&c).unwrap(), c));
-        }
+        let (contracts, usage) = sign_up(chunk, &customers, &cx);
         let mut tx = pool.begin().await.unwrap();
         for rows in contracts.chunks(ROWS) {
             let mut q = QueryBuilder::new(
                 "INSERT INTO contracts (tenant_id, id, customer_id, status, next_due, version, created_seq, body) ",
             );
-            q.push_values(rows, |mut b, (i, due, body, c)| {
+            q.push_values(rows, |mut b, s| {
                 b.push_bind(&tenant.id)
-                    .push_bind(&c.id)
-                    .push_bind(&c.customer_id)
+                    .push_bind(&s.contract.id)
+                    .push_bind(&s.contract.customer_id)
                     .push_bind("active")
-                    .push_bind(*due)
+                    .push_bind(s.due)
                     .push_bind(1i64)
-                    .push_bind(*i + 1)
-                    .push_bind(body);
+                    .push_bind(s.seq)
+                    .push_bind(&s.body);
             });
             q.build().execute(&mut *tx).await.unwrap();
         }

@@ -15,28 +15,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{ROWS, USED_AT, sign_up, tenant_with_customers};
 use jiff::Timestamp;
 use sqlx::{PgPool, QueryBuilder};
 use tally_app::Tally;
-use tally_app::catalog_file::CatalogFile;
-use tally_app::store::{Customer, next_due};
 use tally_core::prelude::*;
 
 /// The allocator the `tally` binary uses.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-const ROWS: usize = 200;
-
-const CATALOG: &str = r#"{
-  "features": [{"slug": "platform", "kind": "flat"}, {"slug": "seats", "kind": "per_unit"},
-               {"slug": "api_calls", "kind": "usage"}],
-  "plans": [{"slug": "basic", "pricings": [{"slug": "v1", "published_at": "2020-01-01T00:00:00Z",
-    "prices": [{"currency": "usd", "cycle": "month", "features": {
-      "platform": {"flat_fee": "10.00"}, "seats": {"price": "5.00"}, "api_calls": {"price": "0.001"}}}]}]}]
-}"#;
 
 type ContractRow = (
     String,
@@ -82,66 +73,28 @@ fn db_url(admin: &str, name: &str) -> String {
 
 async fn setup(url: &str, n: usize) -> String {
     let tally = Tally::new(tally::open(url).await.unwrap());
-    let (tenant, _) = tally.create_tenant("bench", false).await.unwrap();
-    let file = CatalogFile::from_json(CATALOG).unwrap();
-    let (tenant, catalog) = tally.apply_catalog(&tenant, &file).await.unwrap();
-    let mut customers = Vec::new();
-    for i in 0..n.div_ceil(1000).max(1) {
-        let c = Customer {
-            id: tally_app::ids::new_id("Cust"),
-            slug: Some(format!("customer-{i}")),
-            name: Some(format!("Customer {i}")),
-            emails: serde_json::json!({"main": format!("billing{i}@example.com")}),
-            customer_reference: None,
-            address: None,
-            metadata: Default::default(),
-            notes: None,
-            tax_rate: None,
-            created_at: "2024-01-01T00:00:00Z".parse().unwrap(),
-        };
-        tally.store.save_customer(&tenant.id, &c).await.unwrap();
-        customers.push(c.id);
-    }
+    let (tenant, catalog, customers) = tenant_with_customers(&tally, n).await;
     let pool = PgPool::connect(url).await.unwrap();
     let cx = BillingContext::new(&catalog, &tenant.settings).unwrap();
-    let start_at: Timestamp = "2024-01-01T00:00:00Z".parse().unwrap();
-    let used_at: i64 = "2024-01-10T00:00:00Z"
-        .parse::<Timestamp>()
-        .unwrap()
-        .as_microsecond();
+    let used_at: i64 = USED_AT.parse::<Timestamp>().unwrap().as_microsecond();
     let ids: Vec<usize> = (0..n).collect();
     for chunk in ids.chunks(1000) {
-        let mut contracts = Vec::new();
-        let mut usage = Vec::new();
-        for i in chunk {
-            let req = SignupRequest::new(
-                &tally_app::ids::new_id("Cont"),
-                &customers[i % customers.len()],
-                "basic",
-                Currency::Usd,
-                Cycle::Month,
-            )
-            .seats("seats", 3);
-            let c = subscribe(&req, &cx, start_at).unwrap().contract;
-            if i % 10 == 0 {
-                usage.push((c.id.clone(), 1000 + *i as i64));
-            }
-            let due = next_due(&c).map(|t| t.as_microsecond());
-            contracts.push((due, serde_json::to_string(&c).unwrap(), c));
-        }
+        let (contracts, usage) = sign_up(chunk, &customers, &cx);
         let mut tx = pool.begin().await.unwrap();
         for rows in contracts.chunks(ROWS) {
             let mut q = QueryBuilder::new(
-                "INSERT INTO contracts (tenant_id, id, customer_id, status, next_due, version, body) ",
+                "INSERT INTO contracts (tenant_id, id, customer_id, status, next_due, version, created_seq, body)
+                 OVERRIDING SYSTEM VALUE ",
             );
-            q.push_values(rows, |mut b, (due, body, c)| {
+            q.push_values(rows, |mut b, s| {
                 b.push_bind(&tenant.id)
-                    .push_bind(&c.id)
-                    .push_bind(&c.customer_id)
+                    .push_bind(&s.contract.id)
+                    .push_bind(&s.contract.customer_id)
                     .push_bind("active")
-                    .push_bind(*due)
+                    .push_bind(s.due)
                     .push_bind(1i64)
-                    .push_bind(body);
+                    .push_bind(s.seq)
+                    .push_bind(&s.body);
             });
             q.build().execute(&mut *tx).await.unwrap();
         }
