@@ -25,9 +25,15 @@ pub struct Auth(pub Tenant);
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
+/// Headers that carry the API key: the native `wb-key`, and the dialects' own (Flexprice's
+/// `x-api-key`, Salesbricks' `x-salesbricks-key`); `Authorization: Bearer` is read after them.
+const KEY_HEADERS: [&str; 3] = ["wb-key", "x-api-key", "x-salesbricks-key"];
+
 fn key_from(parts: &Parts) -> Option<String> {
-    if let Some(v) = parts.headers.get("wb-key").and_then(|v| v.to_str().ok()) {
-        return Some(v.trim().to_string());
+    for h in KEY_HEADERS {
+        if let Some(v) = parts.headers.get(h).and_then(|v| v.to_str().ok()) {
+            return Some(v.trim().to_string());
+        }
     }
     parts
         .headers
@@ -179,10 +185,9 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
         .map(str::to_string)
         .unwrap_or_else(|| format!("req_{}", uuid::Uuid::now_v7()));
     parts.extensions.insert(RequestId(rid.clone()));
-    let key = parts
-        .headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
+    let key = ["idempotency-key", "x-salesbricks-idempotent-operation-key"]
+        .iter()
+        .find_map(|h| parts.headers.get(*h).and_then(|v| v.to_str().ok()))
         .map(str::to_string);
     let response = match (parts.method == Method::POST, key) {
         (true, Some(key)) => match replay_or_run(&state, parts, body, key, next).await {

@@ -15,6 +15,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub mod dialects;
 pub mod dto;
 pub mod error;
 pub mod extract;
@@ -126,7 +127,8 @@ async fn method_not_allowed() -> error::ApiError {
         (name = "catalog", description = "Features, plans, pricings, discounts; catalog as code"),
         (name = "test_clock", description = "Test-mode time"),
         (name = "webhook", description = "Webhook endpoints, signing secrets and the delivery log"),
-        (name = "operations", description = "Health, readiness, metrics, this document")
+        (name = "operations", description = "Health, readiness, metrics, this document"),
+        (name = "flexprice", description = "The Flexprice dialect: subscriptions with plan-change preview and execute (docs/dialects.md)")
     )
 )]
 struct ApiDoc;
@@ -139,6 +141,10 @@ impl utoipa::Modify for KeyScheme {
         components.add_security_scheme(
             "wb_key",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("wb-key"))),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-api-key"))),
         );
     }
 }
@@ -177,8 +183,21 @@ fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         ))
         .routes(routes!(webhooks::list_deliveries))
         .routes(routes!(webhooks::retry_delivery));
+    let flexprice = {
+        use dialects::flexprice::*;
+        OpenApiRouter::new()
+            .routes(routes!(create_customer))
+            .routes(routes!(get_customer))
+            .routes(routes!(create_subscription))
+            .routes(routes!(get_subscription))
+            .routes(routes!(change_preview))
+            .routes(routes!(change_execute))
+            .routes(routes!(list_invoices))
+            .routes(routes!(get_invoice))
+    };
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/v1/c", v1)
+        .nest("/flexprice/v1", flexprice)
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(metrics))

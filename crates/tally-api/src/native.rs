@@ -21,7 +21,8 @@ use crate::extract::{Auth, Body, Params, RequestId};
 
 type ApiResult<T = Response> = Result<T, ApiError>;
 
-fn actor(rid: &RequestId) -> Actor {
+/// The actor of an API request.
+pub(crate) fn actor(rid: &RequestId) -> Actor {
     Actor {
         name: "api".into(),
         request_id: Some(rid.0.clone()),
@@ -212,6 +213,7 @@ pub async fn create_contract(
         activation,
         is_pending: b.is_pending,
         free_trial_days: b.free_trial_days,
+        alignment: None,
     };
     let (c, _) = s.tally.subscribe(&t, req, &actor(&rid)).await?;
     Ok(ok(json!(c.id)))

@@ -93,13 +93,14 @@ fn describe_fraction(f: Exact) -> String {
     format!("{}/{} of the period", f.numer(), f.denom())
 }
 
-/// The schedule a contract anchored at `at` uses under the tenant's alignment.
+/// The schedule a contract anchored at `at` uses under its own alignment, else the tenant's.
 pub(crate) fn anchor_schedule(
     at: Timestamp,
     cycle: Cycle,
+    alignment: Option<Alignment>,
     cx: &BillingContext,
 ) -> Result<Schedule, CoreError> {
-    let anchor = match cx.settings.billing_alignment {
+    let anchor = match alignment.unwrap_or(cx.settings.billing_alignment) {
         Alignment::Calendar if cycle.is_recurring() => calendar_start(at, cycle, &cx.tz)?,
         _ => at,
     };
@@ -456,7 +457,7 @@ pub(crate) fn start(
             .checked_add(i64::from(days).days())?
             .timestamp();
         c.trial_end = Some(trial_end);
-        c.schedule = Some(anchor_schedule(trial_end, cycle, cx)?);
+        c.schedule = Some(anchor_schedule(trial_end, cycle, c.alignment, cx)?);
         c.period = Some(BillingPeriod {
             start: act,
             end: Some(trial_end),
@@ -465,7 +466,7 @@ pub(crate) fn start(
         c.period_idx = 0;
         return Ok(());
     }
-    let schedule = anchor_schedule(act, cycle, cx)?;
+    let schedule = anchor_schedule(act, cycle, c.alignment, cx)?;
     c.schedule = Some(schedule);
     c.period = Some(BillingPeriod::from_schedule(&schedule, act, &cx.tz)?);
     c.period_idx = 1;
@@ -709,6 +710,8 @@ pub struct SignupRequest {
     pub is_pending: bool,
     /// Free trial length in days.
     pub free_trial_days: Option<u32>,
+    /// Period alignment for this contract; the tenant's setting when `None`.
+    pub alignment: Option<Alignment>,
 }
 
 impl SignupRequest {
@@ -732,6 +735,7 @@ impl SignupRequest {
             activation: None,
             is_pending: false,
             free_trial_days: None,
+            alignment: None,
         }
     }
 
@@ -795,6 +799,7 @@ pub fn subscribe(
         created_at: now,
         activation: None,
         free_trial_days: req.free_trial_days,
+        alignment: req.alignment,
         trial_end: None,
         schedule: None,
         period: None,

@@ -379,7 +379,7 @@ fn change_in_trial(
 ) -> Result<(), CoreError> {
     if new.cycle != c.config.cycle {
         let trial_end = c.trial_end.unwrap_or(t);
-        c.schedule = Some(anchor_schedule(trial_end, new.cycle, cx)?);
+        c.schedule = Some(anchor_schedule(trial_end, new.cycle, c.alignment, cx)?);
     }
     switch_config(c, new, t);
     Ok(())

@@ -198,6 +198,9 @@ pub struct Contract {
     pub activation: Option<Timestamp>,
     /// Free trial length asked for at signup.
     pub free_trial_days: Option<u32>,
+    /// Period alignment chosen at signup; the tenant's setting when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alignment: Option<crate::calendar::Alignment>,
     /// End of the free trial, once active.
     pub trial_end: Option<Timestamp>,
     /// The schedule that generates period boundaries.

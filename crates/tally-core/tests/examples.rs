@@ -1398,6 +1398,35 @@ mod calendar {
     }
 
     #[test]
+    fn a_contract_may_choose_its_alignment() {
+        let cat = small_large();
+        // The tenant aligns on anniversaries; this contract asks for calendar periods.
+        let s = day_settings();
+        let cx = BillingContext::new(&cat, &s).unwrap();
+        let mut req = request("small", Cycle::Month);
+        req.alignment = Some(Alignment::Calendar);
+        let sub = subscribe(&req, &cx, ts("2024-03-16")).unwrap();
+        // [Mar 16, Apr 1) is 16 days of [Mar 1, Apr 1): 30.00 x 16/31 = 15.4839 -> 15.48
+        assert_eq!(amounts(&sub.invoices[0]), ["15.48"]);
+        assert_eq!(
+            period_of(&sub.contract),
+            (ts("2024-03-16"), ts("2024-04-01"))
+        );
+        // With a 10-day trial from Mar 16, the trial ends Mar 26 and the first period after it
+        // is the stub [Mar 26, Apr 1): 30.00 x 6/31 = 5.8065 -> 5.81.
+        req.free_trial_days = Some(10);
+        let trial = subscribe(&req, &cx, ts("2024-03-16")).unwrap();
+        let after = invoices(&run_until(&trial.contract, &cx, "2024-03-26"));
+        assert_eq!(amounts(&after[0]), ["5.81"]);
+        // The other contracts of the tenant keep anniversary periods.
+        let plain = subscribe(&request("small", Cycle::Month), &cx, ts("2024-03-16")).unwrap();
+        assert_eq!(
+            period_of(&plain.contract),
+            (ts("2024-03-16"), ts("2024-04-16"))
+        );
+    }
+
+    #[test]
     fn days_begin_in_the_tenant_time_zone() {
         let cat = small_large();
         let s = Settings {

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+#[path = "api/flexprice.rs"]
+mod flexprice;
+
 struct App {
     base: String,
     client: reqwest::Client,
