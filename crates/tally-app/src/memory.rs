@@ -27,6 +27,7 @@ struct TenantData {
     idempotency: HashMap<String, IdempotentResponse>,
     webhooks: Vec<WebhookEndpoint>,
     deliveries: Vec<(Delivery, Option<Timestamp>)>,
+    orders: Vec<Order>,
 }
 
 /// Everything in process memory; lost when the process ends.
@@ -240,6 +241,13 @@ impl Store for MemoryStore {
             let d = data(i, tenant);
             let mut version = 0;
             // Check everything before writing anything.
+            if let Some(o) = &commit.order
+                && d.orders
+                    .iter()
+                    .any(|x| x.id == o.id && x.status != OrderStatus::Open)
+            {
+                return Err(StoreError::Conflict);
+            }
             if let Some((c, expected)) = &commit.contract {
                 let current = d
                     .contracts
@@ -256,6 +264,12 @@ impl Store for MemoryStore {
                     _ => return Err(StoreError::Conflict),
                 }
                 version = expected + 1;
+            }
+            if let Some(o) = commit.order {
+                match d.orders.iter_mut().find(|x| x.id == o.id) {
+                    Some(x) => *x = o,
+                    None => d.orders.push(o),
+                }
             }
             if let Some((c, _)) = commit.contract {
                 match d.contracts.iter_mut().find(|s| s.contract.id == c.id) {
@@ -479,6 +493,38 @@ impl Store for MemoryStore {
                 .entry(key.to_string())
                 .or_insert_with(|| response.clone());
             Ok(())
+        })
+    }
+
+    async fn save_order(&self, tenant: &str, order: &Order) -> StoreResult<bool> {
+        self.with(|i| {
+            let d = data(i, tenant);
+            match d.orders.iter_mut().find(|o| o.id == order.id) {
+                Some(o) if o.status != OrderStatus::Open => Ok(false),
+                Some(o) => {
+                    *o = order.clone();
+                    Ok(true)
+                }
+                None => {
+                    d.orders.push(order.clone());
+                    Ok(true)
+                }
+            }
+        })
+    }
+
+    async fn order(&self, tenant: &str, id: &str) -> StoreResult<Option<Order>> {
+        self.with(|i| Ok(data(i, tenant).orders.iter().find(|o| o.id == id).cloned()))
+    }
+
+    async fn orders(&self, tenant: &str, contract_id: &str) -> StoreResult<Vec<Order>> {
+        self.with(|i| {
+            Ok(data(i, tenant)
+                .orders
+                .iter()
+                .filter(|o| o.contract_id == contract_id)
+                .cloned()
+                .collect())
         })
     }
 

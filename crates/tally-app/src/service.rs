@@ -342,6 +342,7 @@ impl Tally {
                     contract: Some((c.clone(), 0)),
                     invoices: out.invoices,
                     events,
+                    order: None,
                 },
             )
             .await?;
@@ -388,6 +389,7 @@ impl Tally {
                         contract: Some((c.clone(), stored.version)),
                         invoices,
                         events: all_events,
+                        order: None,
                     },
                 )
                 .await
@@ -602,6 +604,7 @@ impl Tally {
                         contract: Some((out.contract, stored.version)),
                         invoices,
                         events,
+                        order: None,
                     },
                 )
                 .await
@@ -793,6 +796,7 @@ impl Tally {
                 contract: Some((out.contract, stored.version)),
                 invoices,
                 events,
+                order: None,
             });
         }
         Ok(Prepared {

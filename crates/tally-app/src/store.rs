@@ -119,6 +119,45 @@ pub struct Commit {
     /// Events to record; each makes a delivery for every webhook endpoint that accepts it,
     /// in the same transaction.
     pub events: Vec<Event>,
+    /// An open order this write carries out, stored as given (committed) only if it is still
+    /// open; otherwise the whole write is a conflict, so an order is never applied twice.
+    pub order: Option<Order>,
+}
+
+/// Where a dialect's order is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    /// Priced, waiting to be committed (billwerk) or started (Salesbricks).
+    Open,
+    /// Carried out.
+    Committed,
+    /// Discarded before it was carried out.
+    Deleted,
+}
+
+/// A change asked for now and carried out later by a second call: billwerk's orders and
+/// Salesbricks' upgrade orders. The dialect's request is kept as received.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    /// `Ord_<uuid>`.
+    pub id: String,
+    /// The dialect that made it (`billwerk`, `salesbricks`).
+    pub dialect: String,
+    /// What it does, in the dialect's words (`Signup`, `Upgrade`, ...).
+    pub kind: String,
+    /// The contract it changes, or the id a signup order's contract will get.
+    pub contract_id: String,
+    /// The customer.
+    pub customer_id: String,
+    /// Where it is.
+    pub status: OrderStatus,
+    /// The dialect's request body.
+    pub request: serde_json::Value,
+    /// When it was made.
+    pub created_at: Timestamp,
+    /// When it was carried out or discarded.
+    pub closed_at: Option<Timestamp>,
 }
 
 /// What a commit wrote.
@@ -373,6 +412,14 @@ pub trait Store: Send + Sync + 'static {
         endpoint_id: &str,
         page: &Page,
     ) -> StoreResult<(Vec<Delivery>, u64)>;
+
+    /// Stores an order (new, or an open one updated or discarded); answers false, writing
+    /// nothing, when an order with this id exists and is no longer open.
+    async fn save_order(&self, tenant: &str, order: &Order) -> StoreResult<bool>;
+    /// An order by id.
+    async fn order(&self, tenant: &str, id: &str) -> StoreResult<Option<Order>>;
+    /// The orders of a contract, oldest first.
+    async fn orders(&self, tenant: &str, contract_id: &str) -> StoreResult<Vec<Order>>;
 
     /// Checks the database answers.
     async fn ping(&self) -> StoreResult<()>;

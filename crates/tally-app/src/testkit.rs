@@ -80,8 +80,127 @@ pub async fn run_all(store: Arc<dyn Store>) {
     claims_are_disjoint_and_expire(store.as_ref()).await;
     batches_write_together_and_tell_conflicts_apart(store.as_ref()).await;
     webhooks_get_deliveries_with_their_events(store.as_ref()).await;
+    orders_are_carried_out_once(store.as_ref()).await;
     concurrent_writers_number_gaplessly(store.clone()).await;
     store.ping().await.unwrap();
+}
+
+async fn orders_are_carried_out_once(store: &dyn Store) {
+    let t = tenant(store).await;
+    let cu = customer(store, &t, "ordering").await;
+    let (c, invoices) = signed(&cu.id, "2024-01-01T00:00:00Z");
+    store
+        .commit(
+            &t.id,
+            Commit {
+                contract: Some((c.clone(), 0)),
+                invoices,
+                ..Commit::default()
+            },
+        )
+        .await
+        .unwrap();
+    let open = Order {
+        id: new_id("Ord"),
+        dialect: "billwerk".into(),
+        kind: "Upgrade".into(),
+        contract_id: c.id.clone(),
+        customer_id: cu.id.clone(),
+        status: OrderStatus::Open,
+        request: serde_json::json!({ "Cart": { "PlanVariantId": "basic" } }),
+        created_at: ts("2024-01-10T00:00:00Z"),
+        closed_at: None,
+    };
+    assert!(store.save_order(&t.id, &open).await.unwrap());
+    assert_eq!(
+        store.order(&t.id, &open.id).await.unwrap(),
+        Some(open.clone())
+    );
+    // An open order can be updated.
+    let mut edited = open.clone();
+    edited.request = serde_json::json!({ "Cart": { "PlanVariantId": "basic", "Quantity": 2 } });
+    assert!(store.save_order(&t.id, &edited).await.unwrap());
+    let second = Order {
+        id: new_id("Ord"),
+        created_at: ts("2024-01-11T00:00:00Z"),
+        ..open.clone()
+    };
+    assert!(store.save_order(&t.id, &second).await.unwrap());
+    let ids: Vec<String> = store
+        .orders(&t.id, &c.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.id)
+        .collect();
+    assert_eq!(ids, [open.id.clone(), second.id.clone()]);
+
+    // Carrying it out marks it in the same write as the change.
+    let committed = Order {
+        status: OrderStatus::Committed,
+        closed_at: Some(ts("2024-01-12T00:00:00Z")),
+        ..edited.clone()
+    };
+    let mut changed = c.clone();
+    changed.period_idx = 9;
+    store
+        .commit(
+            &t.id,
+            Commit {
+                contract: Some((changed.clone(), 1)),
+                order: Some(committed.clone()),
+                ..Commit::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.order(&t.id, &open.id).await.unwrap(),
+        Some(committed.clone())
+    );
+    // A second write carrying out the same order is a conflict and writes nothing, even with
+    // the right contract version.
+    let mut again = changed.clone();
+    again.period_idx = 10;
+    let twice = store
+        .commit(
+            &t.id,
+            Commit {
+                contract: Some((again, 2)),
+                order: Some(committed.clone()),
+                ..Commit::default()
+            },
+        )
+        .await;
+    assert!(matches!(twice, Err(StoreError::Conflict)), "{twice:?}");
+    let stored = store.contract(&t.id, &c.id).await.unwrap().unwrap();
+    assert_eq!((stored.contract.period_idx, stored.version), (9, 2));
+    // A closed order is not reopened or edited.
+    assert!(!store.save_order(&t.id, &edited).await.unwrap());
+    assert_eq!(store.order(&t.id, &open.id).await.unwrap(), Some(committed));
+    // A write whose contract lost a race leaves its order open.
+    let lost = store
+        .commit(
+            &t.id,
+            Commit {
+                contract: Some((changed.clone(), 1)),
+                order: Some(Order {
+                    status: OrderStatus::Committed,
+                    ..second.clone()
+                }),
+                ..Commit::default()
+            },
+        )
+        .await;
+    assert!(matches!(lost, Err(StoreError::Conflict)), "{lost:?}");
+    assert_eq!(
+        store.order(&t.id, &second.id).await.unwrap(),
+        Some(second.clone())
+    );
+    // Another tenant sees none of it.
+    let other = tenant(store).await;
+    assert_eq!(store.order(&other.id, &open.id).await.unwrap(), None);
+    assert!(store.orders(&other.id, &c.id).await.unwrap().is_empty());
 }
 
 async fn tenants_and_keys(store: &dyn Store) {
@@ -140,6 +259,7 @@ async fn contracts_versions_and_invoices(store: &dyn Store) {
                 contract: Some((c.clone(), 0)),
                 invoices,
                 events: vec![],
+                order: None,
             },
         )
         .await
@@ -171,6 +291,7 @@ async fn contracts_versions_and_invoices(store: &dyn Store) {
                 contract: Some((changed.clone(), 5)),
                 invoices: more.clone(),
                 events: vec![],
+                order: None,
             },
         )
         .await;
@@ -202,6 +323,7 @@ async fn contracts_versions_and_invoices(store: &dyn Store) {
                     request_id: None,
                     data: serde_json::json!({}),
                 }],
+                order: None,
             },
         )
         .await
@@ -282,6 +404,7 @@ async fn batches_write_together_and_tell_conflicts_apart(store: &dyn Store) {
                     contract: Some((c.clone(), 0)),
                     invoices,
                     events: vec![],
+                    order: None,
                 },
             )
             .await
@@ -304,6 +427,7 @@ async fn batches_write_together_and_tell_conflicts_apart(store: &dyn Store) {
                 event(&next, "v1.invoice.created"),
                 event(&next, "v1.contract.renewed"),
             ],
+            order: None,
         }
     };
     let batch: Vec<Commit> = vec![renewal(&contracts[0], 0), renewal(&contracts[1], 250)];
@@ -442,6 +566,7 @@ async fn webhooks_get_deliveries_with_their_events(store: &dyn Store) {
                 contract: Some((c.clone(), 0)),
                 invoices,
                 events: events.clone(),
+                order: None,
             },
         )
         .await
@@ -543,6 +668,7 @@ async fn webhooks_get_deliveries_with_their_events(store: &dyn Store) {
         contract: Some((next.clone(), 1)),
         invoices: vec![],
         events: vec![event(&next, "v1.contract.renewed")],
+        order: None,
     }];
     store.commit_batch(&t.id, batch).await.unwrap();
     assert_eq!(store.deliveries(&t.id, &all.id, &page).await.unwrap().1, 3);
@@ -592,6 +718,7 @@ async fn step_keys_are_idempotent(store: &dyn Store) {
                 contract: Some((c.clone(), 0)),
                 invoices: invoices.clone(),
                 events: vec![],
+                order: None,
             },
         )
         .await
@@ -604,6 +731,7 @@ async fn step_keys_are_idempotent(store: &dyn Store) {
                 contract: Some((c.clone(), 1)),
                 invoices,
                 events: vec![],
+                order: None,
             },
         )
         .await
@@ -617,6 +745,7 @@ async fn step_keys_are_idempotent(store: &dyn Store) {
                 contract: None,
                 invoices: next,
                 events: vec![],
+                order: None,
             },
         )
         .await
@@ -636,6 +765,7 @@ async fn balances_follow_invoices(store: &dyn Store) {
                 contract: Some((c.clone(), 0)),
                 invoices,
                 events: vec![],
+                order: None,
             },
         )
         .await
@@ -649,6 +779,7 @@ async fn balances_follow_invoices(store: &dyn Store) {
                 contract: None,
                 invoices: more,
                 events: vec![],
+                order: None,
             },
         )
         .await
@@ -672,6 +803,7 @@ async fn due_contracts_and_usage(store: &dyn Store) {
                     contract: Some((c, 0)),
                     invoices: inv,
                     events: vec![],
+                    order: None,
                 },
             )
             .await
@@ -740,6 +872,7 @@ async fn lists_page_and_filter(store: &dyn Store) {
                     contract: Some((c, 0)),
                     invoices: inv,
                     events: vec![],
+                    order: None,
                 },
             )
             .await
@@ -814,6 +947,7 @@ async fn tenants_are_isolated(store: &dyn Store) {
                 contract: Some((c.clone(), 0)),
                 invoices: inv,
                 events: vec![],
+                order: None,
             },
         )
         .await
@@ -851,6 +985,7 @@ async fn tenants_are_isolated(store: &dyn Store) {
                 contract: Some((c2, 0)),
                 invoices: inv2,
                 events: vec![],
+                order: None,
             },
         )
         .await
@@ -897,6 +1032,7 @@ async fn concurrent_writers_number_gaplessly(store: Arc<dyn Store>) {
                         contract: Some((c, 0)),
                         invoices: inv,
                         events: vec![],
+                        order: None,
                     },
                 )
                 .await
@@ -926,6 +1062,7 @@ async fn claims_are_disjoint_and_expire(store: &dyn Store) {
                     contract: Some((c, 0)),
                     invoices: inv,
                     events: vec![],
+                    order: None,
                 },
             )
             .await

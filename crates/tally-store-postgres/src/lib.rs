@@ -158,6 +158,30 @@ impl PgStore {
     }
 }
 
+/// Writes an order unless one with its id exists and is no longer open; answers whether it
+/// was written.
+async fn upsert_order<'e, E>(ex: E, tenant: &str, o: &Order) -> StoreResult<bool>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+{
+    let status = serde_json::to_value(o.status).map_err(be)?;
+    let done = sqlx::query(
+        "INSERT INTO orders (tenant_id, id, contract_id, status, body) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (tenant_id, id) DO UPDATE
+         SET contract_id = excluded.contract_id, status = excluded.status, body = excluded.body
+         WHERE orders.status = 'open'",
+    )
+    .bind(tenant)
+    .bind(&o.id)
+    .bind(&o.contract_id)
+    .bind(status.as_str().unwrap_or("open"))
+    .bind(to_json(o)?)
+    .execute(ex)
+    .await
+    .map_err(be)?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Writes one commit inside an open transaction: the contract's version check first (a lost race
 /// returns [`StoreError::Conflict`] having written nothing), then invoices, balances and events.
 async fn write_commit(
@@ -167,6 +191,11 @@ async fn write_commit(
 ) -> StoreResult<Committed> {
     let mut version = 0;
     // The first statement writes, so the transaction holds the write lock from here on.
+    if let Some(o) = &commit.order
+        && !upsert_order(&mut **tx, tenant, o).await?
+    {
+        return Err(StoreError::Conflict);
+    }
     if let Some((c, expected)) = &commit.contract {
         let body = to_json(c)?;
         let due = next_due(c).map(micros);
@@ -315,7 +344,7 @@ async fn write_batch(
 ) -> StoreResult<Option<Vec<Committed>>> {
     if commits
         .iter()
-        .any(|c| c.contract.as_ref().is_none_or(|(_, v)| *v == 0))
+        .any(|c| c.order.is_some() || c.contract.as_ref().is_none_or(|(_, v)| *v == 0))
     {
         return Ok(None);
     }
@@ -1154,6 +1183,33 @@ impl Store for PgStore {
         .await
         .map_err(be)?;
         Ok(())
+    }
+
+    async fn save_order(&self, tenant: &str, order: &Order) -> StoreResult<bool> {
+        upsert_order(&self.pool, tenant, order).await
+    }
+
+    async fn order(&self, tenant: &str, id: &str) -> StoreResult<Option<Order>> {
+        let body: Option<String> =
+            sqlx::query_scalar("SELECT body FROM orders WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(be)?;
+        body.map(|b| from_json(&b)).transpose()
+    }
+
+    async fn orders(&self, tenant: &str, contract_id: &str) -> StoreResult<Vec<Order>> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT body FROM orders WHERE tenant_id = $1 AND contract_id = $2 ORDER BY seq",
+        )
+        .bind(tenant)
+        .bind(contract_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(be)?;
+        rows.iter().map(|b| from_json(b)).collect()
     }
 
     async fn save_webhook(&self, tenant: &str, endpoint: &WebhookEndpoint) -> StoreResult<()> {
