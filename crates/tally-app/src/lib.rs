@@ -10,5 +10,7 @@ pub mod store;
 pub mod testkit;
 pub mod webhooks;
 
-pub use service::{Actor, AppError, AppResult, ChangeResult, Clock, SystemClock, Tally};
+pub use service::{
+    Actor, AppError, AppResult, ChangeResult, Clock, OrderWrite, SystemClock, Tally,
+};
 pub use store::Store;

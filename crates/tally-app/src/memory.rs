@@ -265,6 +265,14 @@ impl Store for MemoryStore {
                 }
                 version = expected + 1;
             }
+            if let Some((c, _)) = &commit.contract
+                && !commit.usage.is_empty()
+            {
+                d.usage
+                    .entry(c.id.clone())
+                    .or_default()
+                    .extend(commit.usage.iter().cloned());
+            }
             if let Some(o) = commit.order {
                 match d.orders.iter_mut().find(|x| x.id == o.id) {
                     Some(x) => *x = o,

@@ -105,6 +105,16 @@ pub struct ChangeResult {
     pub invoice: Option<Invoice>,
 }
 
+/// What a dialect's order adds to the write that carries it out: the order itself (marked
+/// committed, only if still open) and usage to record with it.
+#[derive(Debug, Clone, Default)]
+pub struct OrderWrite {
+    /// The order, as it is once carried out.
+    pub order: Option<crate::store::Order>,
+    /// Usage reported with the order, for the contract it changes.
+    pub usage: Vec<UsageRecord>,
+}
+
 /// A contract read with what its billing needs: catalog, usage, tax rate, balances.
 struct Loaded {
     stored: StoredContract,
@@ -308,12 +318,31 @@ impl Tally {
     pub async fn subscribe(
         &self,
         tenant: &Tenant,
-        mut req: SignupRequest,
+        req: SignupRequest,
         actor: &Actor,
     ) -> AppResult<(Contract, Vec<Invoice>)> {
+        let (c, _, invoices) = self
+            .subscribe_with(tenant, req, false, &OrderWrite::default(), actor)
+            .await?;
+        Ok((c, invoices))
+    }
+
+    /// Subscribes a customer, or with `preview` only computes it; `extra` carries a dialect's
+    /// order out in the same write. Answers the contract, the invoices computed, and the
+    /// invoices stored (none for a preview). An empty `contract_id` gets a new id.
+    pub async fn subscribe_with(
+        &self,
+        tenant: &Tenant,
+        mut req: SignupRequest,
+        preview: bool,
+        extra: &OrderWrite,
+        actor: &Actor,
+    ) -> AppResult<(Contract, Vec<InvoiceDraft>, Vec<Invoice>)> {
         let customer = self.customer(tenant, &req.customer_id, "customer").await?;
         req.customer_id = customer.id.clone();
-        req.contract_id = new_id("Cont");
+        if req.contract_id.is_empty() {
+            req.contract_id = new_id("Cont");
+        }
         let now = self.now(tenant);
         let catalog = self.store.catalog(&tenant.id).await?;
         let balances = self.store.balances(&tenant.id, &customer.id).await?;
@@ -333,6 +362,9 @@ impl Tally {
             actor,
             json!({ "status": c.status }),
         )];
+        if preview {
+            return Ok((c, out.invoices, Vec::new()));
+        }
         events.extend(invoice_events(&c, &out.invoices, actor));
         let committed = self
             .store
@@ -340,13 +372,14 @@ impl Tally {
                 &tenant.id,
                 Commit {
                     contract: Some((c.clone(), 0)),
-                    invoices: out.invoices,
+                    invoices: out.invoices.clone(),
                     events,
-                    order: None,
+                    order: extra.order.clone(),
+                    usage: extra.usage.clone(),
                 },
             )
             .await?;
-        Ok((c, committed.invoices))
+        Ok((c, out.invoices, committed.invoices))
     }
 
     /// Runs a contract mutation with catch-up and retries: `f` gets the contract brought up to
@@ -357,6 +390,7 @@ impl Tally {
         contract_id: &str,
         actor: &Actor,
         write: bool,
+        extra: &OrderWrite,
         f: impl Fn(
             &Contract,
             &BillingContext,
@@ -364,7 +398,8 @@ impl Tally {
         ) -> AppResult<(Contract, Vec<InvoiceDraft>, Vec<Event>, T)>,
     ) -> AppResult<(Contract, Vec<Invoice>, T)> {
         for _ in 0..RETRIES {
-            let loaded = self.load(tenant, contract_id).await?;
+            let mut loaded = self.load(tenant, contract_id).await?;
+            loaded.usage.extend(extra.usage.iter().cloned());
             let stored = &loaded.stored;
             let now = self.now(tenant);
             let cx = loaded.context(tenant)?;
@@ -373,9 +408,9 @@ impl Tally {
             let cx2 = cx
                 .clone()
                 .with_balances(caught_up.balances_after(&cx.balances));
-            let (c, more, mut events, extra) = f(&caught_up.contract, &cx2, now)?;
+            let (c, more, mut events, answer) = f(&caught_up.contract, &cx2, now)?;
             if !write {
-                return Ok((c, Vec::new(), extra));
+                return Ok((c, Vec::new(), answer));
             }
             let mut all_events = invoice_events(&caught_up.contract, &invoices, actor);
             all_events.extend(invoice_events(&c, &more, actor));
@@ -389,12 +424,13 @@ impl Tally {
                         contract: Some((c.clone(), stored.version)),
                         invoices,
                         events: all_events,
-                        order: None,
+                        order: extra.order.clone(),
+                        usage: extra.usage.clone(),
                     },
                 )
                 .await
             {
-                Ok(done) => return Ok((c, done.invoices, extra)),
+                Ok(done) => return Ok((c, done.invoices, answer)),
                 Err(StoreError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -412,9 +448,31 @@ impl Tally {
         preview: bool,
         actor: &Actor,
     ) -> AppResult<ChangeResult> {
+        self.change_with(
+            tenant,
+            contract_id,
+            req,
+            preview,
+            &OrderWrite::default(),
+            actor,
+        )
+        .await
+    }
+
+    /// [`Tally::change`] that also carries out a dialect's order (and records its usage) in the
+    /// same write; the usage is seen by the change's own billing.
+    pub async fn change_with(
+        &self,
+        tenant: &Tenant,
+        contract_id: &str,
+        req: &ChangeRequest,
+        preview: bool,
+        extra: &OrderWrite,
+        actor: &Actor,
+    ) -> AppResult<ChangeResult> {
         let change_id = new_id("Chg");
         let (_, invoices, outcome) = self
-            .mutate(tenant, contract_id, actor, !preview, |c, cx, now| {
+            .mutate(tenant, contract_id, actor, !preview, extra, |c, cx, now| {
                 let out = plan_change(c, req, cx, now, &change_id)?;
                 let kind = if out.scheduled {
                     "v1.contract.change.scheduled"
@@ -450,27 +508,34 @@ impl Tally {
         actor: &Actor,
     ) -> AppResult<(Contract, Option<Invoice>)> {
         let (c, invoices, _) = self
-            .mutate(tenant, contract_id, actor, true, |c, cx, now| {
-                let out = cancel(c, mode, cx, now)?;
-                let kind = if out.contract.status == ContractStatus::Canceled {
-                    "v1.contract.cancellation.completed"
-                } else {
-                    "v1.contract.cancellation.scheduled"
-                };
-                let ev = events_for(
-                    &out.contract,
-                    kind,
-                    now,
-                    actor,
-                    json!({ "effective_at": out.effective_at }),
-                );
-                Ok((
-                    out.contract,
-                    out.invoice.into_iter().collect(),
-                    vec![ev],
-                    (),
-                ))
-            })
+            .mutate(
+                tenant,
+                contract_id,
+                actor,
+                true,
+                &OrderWrite::default(),
+                |c, cx, now| {
+                    let out = cancel(c, mode, cx, now)?;
+                    let kind = if out.contract.status == ContractStatus::Canceled {
+                        "v1.contract.cancellation.completed"
+                    } else {
+                        "v1.contract.cancellation.scheduled"
+                    };
+                    let ev = events_for(
+                        &out.contract,
+                        kind,
+                        now,
+                        actor,
+                        json!({ "effective_at": out.effective_at }),
+                    );
+                    Ok((
+                        out.contract,
+                        out.invoice.into_iter().collect(),
+                        vec![ev],
+                        (),
+                    ))
+                },
+            )
             .await?;
         let inv = invoices
             .into_iter()
@@ -486,17 +551,24 @@ impl Tally {
         actor: &Actor,
     ) -> AppResult<(Contract, Vec<Invoice>)> {
         let (c, invoices, _) = self
-            .mutate(tenant, contract_id, actor, true, |c, cx, now| {
-                let out = activate(c, cx, now)?;
-                let ev = events_for(
-                    &out.contract,
-                    "v1.contract.signature.completed",
-                    now,
-                    actor,
-                    json!({}),
-                );
-                Ok((out.contract, out.invoices, vec![ev], ()))
-            })
+            .mutate(
+                tenant,
+                contract_id,
+                actor,
+                true,
+                &OrderWrite::default(),
+                |c, cx, now| {
+                    let out = activate(c, cx, now)?;
+                    let ev = events_for(
+                        &out.contract,
+                        "v1.contract.signature.completed",
+                        now,
+                        actor,
+                        json!({}),
+                    );
+                    Ok((out.contract, out.invoices, vec![ev], ()))
+                },
+            )
             .await?;
         Ok((c, invoices))
     }
@@ -510,17 +582,24 @@ impl Tally {
         actor: &Actor,
     ) -> AppResult<Contract> {
         let (c, _, _) = self
-            .mutate(tenant, contract_id, actor, true, |c, _cx, now| {
-                let out = cancel_scheduled_change(c, change_id)?;
-                let ev = events_for(
-                    &out,
-                    "v1.contract.change.canceled",
-                    now,
-                    actor,
-                    json!({ "scheduled_change_id": change_id }),
-                );
-                Ok((out, Vec::new(), vec![ev], ()))
-            })
+            .mutate(
+                tenant,
+                contract_id,
+                actor,
+                true,
+                &OrderWrite::default(),
+                |c, _cx, now| {
+                    let out = cancel_scheduled_change(c, change_id)?;
+                    let ev = events_for(
+                        &out,
+                        "v1.contract.change.canceled",
+                        now,
+                        actor,
+                        json!({ "scheduled_change_id": change_id }),
+                    );
+                    Ok((out, Vec::new(), vec![ev], ()))
+                },
+            )
             .await?;
         Ok(c)
     }
@@ -604,7 +683,7 @@ impl Tally {
                         contract: Some((out.contract, stored.version)),
                         invoices,
                         events,
-                        order: None,
+                        ..Default::default()
                     },
                 )
                 .await
@@ -796,7 +875,7 @@ impl Tally {
                 contract: Some((out.contract, stored.version)),
                 invoices,
                 events,
-                order: None,
+                ..Default::default()
             });
         }
         Ok(Prepared {

@@ -122,6 +122,8 @@ pub struct Commit {
     /// An open order this write carries out, stored as given (committed) only if it is still
     /// open; otherwise the whole write is a conflict, so an order is never applied twice.
     pub order: Option<Order>,
+    /// Usage records for the contract of this write (a dialect order's), stored with it.
+    pub usage: Vec<UsageRecord>,
 }
 
 /// Where a dialect's order is in its life.

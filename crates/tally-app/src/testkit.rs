@@ -143,17 +143,29 @@ async fn orders_are_carried_out_once(store: &dyn Store) {
     };
     let mut changed = c.clone();
     changed.period_idx = 9;
+    let usage_record = UsageRecord {
+        feature_slug: "api_calls".into(),
+        units: Decimal::from(3),
+        timestamp: ts("2024-01-12T00:00:00Z"),
+        is_absolute: false,
+    };
     store
         .commit(
             &t.id,
             Commit {
                 contract: Some((changed.clone(), 1)),
                 order: Some(committed.clone()),
+                usage: vec![usage_record.clone()],
                 ..Commit::default()
             },
         )
         .await
         .unwrap();
+    let recorded = store
+        .usage(&t.id, &c.id, ts("2024-01-01T00:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(recorded, [usage_record.clone()]);
     assert_eq!(
         store.order(&t.id, &open.id).await.unwrap(),
         Some(committed.clone())
@@ -168,6 +180,7 @@ async fn orders_are_carried_out_once(store: &dyn Store) {
             Commit {
                 contract: Some((again, 2)),
                 order: Some(committed.clone()),
+                usage: vec![usage_record.clone()],
                 ..Commit::default()
             },
         )
@@ -175,6 +188,11 @@ async fn orders_are_carried_out_once(store: &dyn Store) {
     assert!(matches!(twice, Err(StoreError::Conflict)), "{twice:?}");
     let stored = store.contract(&t.id, &c.id).await.unwrap().unwrap();
     assert_eq!((stored.contract.period_idx, stored.version), (9, 2));
+    let recorded = store
+        .usage(&t.id, &c.id, ts("2024-01-01T00:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(recorded.len(), 1, "the refused write recorded no usage");
     // A closed order is not reopened or edited.
     assert!(!store.save_order(&t.id, &edited).await.unwrap());
     assert_eq!(store.order(&t.id, &open.id).await.unwrap(), Some(committed));
@@ -259,7 +277,7 @@ async fn contracts_versions_and_invoices(store: &dyn Store) {
                 contract: Some((c.clone(), 0)),
                 invoices,
                 events: vec![],
-                order: None,
+                ..Default::default()
             },
         )
         .await
@@ -291,7 +309,7 @@ async fn contracts_versions_and_invoices(store: &dyn Store) {
                 contract: Some((changed.clone(), 5)),
                 invoices: more.clone(),
                 events: vec![],
-                order: None,
+                ..Default::default()
             },
         )
         .await;
@@ -323,7 +341,7 @@ async fn contracts_versions_and_invoices(store: &dyn Store) {
                     request_id: None,
                     data: serde_json::json!({}),
                 }],
-                order: None,
+                ..Default::default()
             },
         )
         .await
@@ -404,7 +422,7 @@ async fn batches_write_together_and_tell_conflicts_apart(store: &dyn Store) {
                     contract: Some((c.clone(), 0)),
                     invoices,
                     events: vec![],
-                    order: None,
+                    ..Default::default()
                 },
             )
             .await
@@ -427,7 +445,7 @@ async fn batches_write_together_and_tell_conflicts_apart(store: &dyn Store) {
                 event(&next, "v1.invoice.created"),
                 event(&next, "v1.contract.renewed"),
             ],
-            order: None,
+            ..Default::default()
         }
     };
     let batch: Vec<Commit> = vec![renewal(&contracts[0], 0), renewal(&contracts[1], 250)];
@@ -566,7 +584,7 @@ async fn webhooks_get_deliveries_with_their_events(store: &dyn Store) {
                 contract: Some((c.clone(), 0)),
                 invoices,
                 events: events.clone(),
-                order: None,
+                ..Default::default()
             },
         )
         .await
@@ -668,7 +686,7 @@ async fn webhooks_get_deliveries_with_their_events(store: &dyn Store) {
         contract: Some((next.clone(), 1)),
         invoices: vec![],
         events: vec![event(&next, "v1.contract.renewed")],
-        order: None,
+        ..Default::default()
     }];
     store.commit_batch(&t.id, batch).await.unwrap();
     assert_eq!(store.deliveries(&t.id, &all.id, &page).await.unwrap().1, 3);
@@ -718,7 +736,7 @@ async fn step_keys_are_idempotent(store: &dyn Store) {
                 contract: Some((c.clone(), 0)),
                 invoices: invoices.clone(),
                 events: vec![],
-                order: None,
+                ..Default::default()
             },
         )
         .await
@@ -731,7 +749,7 @@ async fn step_keys_are_idempotent(store: &dyn Store) {
                 contract: Some((c.clone(), 1)),
                 invoices,
                 events: vec![],
-                order: None,
+                ..Default::default()
             },
         )
         .await
@@ -745,7 +763,7 @@ async fn step_keys_are_idempotent(store: &dyn Store) {
                 contract: None,
                 invoices: next,
                 events: vec![],
-                order: None,
+                ..Default::default()
             },
         )
         .await
@@ -765,7 +783,7 @@ async fn balances_follow_invoices(store: &dyn Store) {
                 contract: Some((c.clone(), 0)),
                 invoices,
                 events: vec![],
-                order: None,
+                ..Default::default()
             },
         )
         .await
@@ -779,7 +797,7 @@ async fn balances_follow_invoices(store: &dyn Store) {
                 contract: None,
                 invoices: more,
                 events: vec![],
-                order: None,
+                ..Default::default()
             },
         )
         .await
@@ -803,7 +821,7 @@ async fn due_contracts_and_usage(store: &dyn Store) {
                     contract: Some((c, 0)),
                     invoices: inv,
                     events: vec![],
-                    order: None,
+                    ..Default::default()
                 },
             )
             .await
@@ -872,7 +890,7 @@ async fn lists_page_and_filter(store: &dyn Store) {
                     contract: Some((c, 0)),
                     invoices: inv,
                     events: vec![],
-                    order: None,
+                    ..Default::default()
                 },
             )
             .await
@@ -947,7 +965,7 @@ async fn tenants_are_isolated(store: &dyn Store) {
                 contract: Some((c.clone(), 0)),
                 invoices: inv,
                 events: vec![],
-                order: None,
+                ..Default::default()
             },
         )
         .await
@@ -985,7 +1003,7 @@ async fn tenants_are_isolated(store: &dyn Store) {
                 contract: Some((c2, 0)),
                 invoices: inv2,
                 events: vec![],
-                order: None,
+                ..Default::default()
             },
         )
         .await
@@ -1032,7 +1050,7 @@ async fn concurrent_writers_number_gaplessly(store: Arc<dyn Store>) {
                         contract: Some((c, 0)),
                         invoices: inv,
                         events: vec![],
-                        order: None,
+                        ..Default::default()
                     },
                 )
                 .await
@@ -1062,7 +1080,7 @@ async fn claims_are_disjoint_and_expire(store: &dyn Store) {
                     contract: Some((c, 0)),
                     invoices: inv,
                     events: vec![],
-                    order: None,
+                    ..Default::default()
                 },
             )
             .await

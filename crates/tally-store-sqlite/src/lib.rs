@@ -110,6 +110,27 @@ impl SqliteStore {
     }
 }
 
+/// Inserts usage records of one contract.
+async fn insert_usage(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tenant: &str,
+    contract_id: &str,
+    records: &[UsageRecord],
+) -> StoreResult<()> {
+    for r in records {
+        sqlx::query("INSERT INTO usage_records (tenant_id, contract_id, feature_slug, units, ts, is_absolute) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(tenant)
+            .bind(contract_id)
+            .bind(&r.feature_slug)
+            .bind(r.units.to_string())
+            .bind(micros(r.timestamp))
+            .bind(r.is_absolute)
+            .execute(&mut **tx)
+            .await
+            .map_err(be)?;
+    }
+    Ok(())
+}
 /// Writes an order unless one with its id exists and is no longer open; answers whether it
 /// was written.
 async fn upsert_order<'e, E>(ex: E, tenant: &str, o: &Order) -> StoreResult<bool>
@@ -147,6 +168,14 @@ async fn write_commit(
         && !upsert_order(&mut **tx, tenant, o).await?
     {
         return Err(StoreError::Conflict);
+    }
+    if !commit.usage.is_empty() {
+        let Some((c, _)) = &commit.contract else {
+            return Err(StoreError::Backend(
+                "usage in a write needs its contract".into(),
+            ));
+        };
+        insert_usage(tx, tenant, &c.id, &commit.usage).await?;
     }
     if let Some((c, expected)) = &commit.contract {
         let body = to_json(c)?;
@@ -297,10 +326,9 @@ async fn write_batch(
     tenant: &str,
     commits: &[Commit],
 ) -> StoreResult<Option<Vec<Committed>>> {
-    if commits
-        .iter()
-        .any(|c| c.order.is_some() || c.contract.as_ref().is_none_or(|(_, v)| *v == 0))
-    {
+    if commits.iter().any(|c| {
+        c.order.is_some() || !c.usage.is_empty() || c.contract.as_ref().is_none_or(|(_, v)| *v == 0)
+    }) {
         return Ok(None);
     }
     // Contracts first, each guarded by its version: this takes the write lock.
@@ -973,18 +1001,7 @@ impl Store for SqliteStore {
         records: &[UsageRecord],
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await.map_err(be)?;
-        for r in records {
-            sqlx::query("INSERT INTO usage_records (tenant_id, contract_id, feature_slug, units, ts, is_absolute) VALUES (?, ?, ?, ?, ?, ?)")
-                .bind(tenant)
-                .bind(contract_id)
-                .bind(&r.feature_slug)
-                .bind(r.units.to_string())
-                .bind(micros(r.timestamp))
-                .bind(r.is_absolute)
-                .execute(&mut *tx)
-                .await
-                .map_err(be)?;
-        }
+        insert_usage(&mut tx, tenant, contract_id, records).await?;
         tx.commit().await.map_err(be)
     }
 

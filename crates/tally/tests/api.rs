@@ -924,7 +924,7 @@ async fn a_bill_run_killed_at_random_points_bills_everything_exactly_once() {
                     contract: Some((out.contract, 0)),
                     invoices: out.invoices,
                     events: vec![],
-                    order: None,
+                    ..Default::default()
                 },
             )
             .await
