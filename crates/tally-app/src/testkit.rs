@@ -165,7 +165,7 @@ async fn orders_are_carried_out_once(store: &dyn Store) {
         .usage(&t.id, &c.id, ts("2024-01-01T00:00:00Z"))
         .await
         .unwrap();
-    assert_eq!(recorded, [usage_record.clone()]);
+    assert_eq!(recorded, std::slice::from_ref(&usage_record));
     assert_eq!(
         store.order(&t.id, &open.id).await.unwrap(),
         Some(committed.clone())
