@@ -128,6 +128,7 @@ async fn method_not_allowed() -> error::ApiError {
         (name = "test_clock", description = "Test-mode time"),
         (name = "webhook", description = "Webhook endpoints, signing secrets and the delivery log"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
+        (name = "billwerk", description = "The billwerk dialect: orders with commit and preview, contracts with phases (docs/dialects.md)"),
         (name = "flexprice", description = "The Flexprice dialect: subscriptions with plan-change preview and execute (docs/dialects.md)")
     )
 )]
@@ -195,9 +196,19 @@ fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             .routes(routes!(list_invoices))
             .routes(routes!(get_invoice))
     };
+    let billwerk = {
+        use dialects::billwerk::*;
+        OpenApiRouter::new()
+            .routes(routes!(create_order))
+            .routes(routes!(preview_order))
+            .routes(routes!(get_order))
+            .routes(routes!(commit_order))
+            .routes(routes!(get_contract))
+    };
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/v1/c", v1)
         .nest("/flexprice/v1", flexprice)
+        .nest("/billwerk/api/v1", billwerk)
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(metrics))
@@ -227,6 +238,17 @@ pub fn router(tally: Tally) -> Router {
         tally,
         metrics: Arc::new(Metrics::default()),
         openapi: Arc::new(doc.to_pretty_json().unwrap_or_default()),
+    };
+    // billwerk's own material writes its resources in lower case too; both spellings work.
+    let routes = {
+        use axum::routing::{get, post};
+        use dialects::billwerk::*;
+        routes
+            .route("/billwerk/api/v1/orders", post(create_order))
+            .route("/billwerk/api/v1/orders/preview", post(preview_order))
+            .route("/billwerk/api/v1/orders/{id}", get(get_order))
+            .route("/billwerk/api/v1/orders/{id}/commit", post(commit_order))
+            .route("/billwerk/api/v1/contracts/{id}", get(get_contract))
     };
     routes
         .method_not_allowed_fallback(method_not_allowed)

@@ -499,6 +499,38 @@ impl Tally {
         Ok(ChangeResult { outcome, invoice })
     }
 
+    /// Carries out a dialect order that changes nothing but records usage: the usage and the
+    /// order are written together with the contract's version, so a concurrent change or a
+    /// second carry-out is a conflict, never a double recording.
+    pub async fn carry_out_order(
+        &self,
+        tenant: &Tenant,
+        contract_id: &str,
+        extra: &OrderWrite,
+    ) -> AppResult<Contract> {
+        for _ in 0..RETRIES {
+            let stored = self.contract(tenant, contract_id).await?;
+            match self
+                .store
+                .commit(
+                    &tenant.id,
+                    Commit {
+                        contract: Some((stored.contract.clone(), stored.version)),
+                        order: extra.order.clone(),
+                        usage: extra.usage.clone(),
+                        ..Default::default()
+                    },
+                )
+                .await
+            {
+                Ok(_) => return Ok(stored.contract),
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(AppError::Conflict)
+    }
+
     /// Cancels a contract.
     pub async fn cancel(
         &self,

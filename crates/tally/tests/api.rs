@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+#[path = "api/billwerk.rs"]
+mod billwerk;
 #[path = "api/flexprice.rs"]
 mod flexprice;
 

@@ -12,6 +12,7 @@ use tally_core::prelude::*;
 use crate::AppState;
 use crate::error::ApiError;
 
+pub mod billwerk;
 pub mod flexprice;
 
 /// The unit counts and purchased add-ons of `current` that `plan` (its pricing as of `at`, in
@@ -113,4 +114,26 @@ pub(crate) fn instant(v: &str, param: &str) -> Result<Timestamp, ApiError> {
             "expected a date or an instant",
         )
     })
+}
+
+/// Reads a quantity written as a JSON number (billwerk's `2.0`) or a decimal string, through
+/// its decimal text, so `2.5` is exactly 2.5. Quantities only: money is never read from a float.
+pub(crate) fn de_quantity<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+    use serde::Deserialize;
+    use serde::de::Error;
+    let text = match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Number(n) => n.to_string(),
+        serde_json::Value::String(s) => s,
+        other => return Err(D::Error::custom(format!("expected a number, got {other}"))),
+    };
+    text.parse::<Decimal>()
+        .or_else(|_| Decimal::from_scientific(&text))
+        .map_err(|_| D::Error::custom(format!("`{text}` is not a quantity")))
+}
+
+/// [`de_quantity`] for an optional field.
+pub(crate) fn de_quantity_opt<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Decimal>, D::Error> {
+    de_quantity(d).map(Some)
 }
