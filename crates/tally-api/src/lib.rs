@@ -129,6 +129,7 @@ async fn method_not_allowed() -> error::ApiError {
         (name = "webhook", description = "Webhook endpoints, signing secrets and the delivery log"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
         (name = "billwerk", description = "The billwerk dialect: orders with commit and preview, contracts with phases (docs/dialects.md)"),
+        (name = "salesbricks", description = "The Salesbricks dialect: subscription upgrade orders with estimate and start (docs/dialects.md)"),
         (name = "flexprice", description = "The Flexprice dialect: subscriptions with plan-change preview and execute (docs/dialects.md)")
     )
 )]
@@ -142,6 +143,10 @@ impl utoipa::Modify for KeyScheme {
         components.add_security_scheme(
             "wb_key",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("wb-key"))),
+        );
+        components.add_security_scheme(
+            "salesbricks_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-salesbricks-key"))),
         );
         components.add_security_scheme(
             "api_key",
@@ -205,8 +210,19 @@ fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             .routes(routes!(commit_order))
             .routes(routes!(get_contract))
     };
+    let salesbricks = {
+        use dialects::salesbricks::*;
+        OpenApiRouter::new()
+            .routes(routes!(get_subscription))
+            .routes(routes!(create_upgrade, list_upgrades))
+            .routes(routes!(update_upgrade, delete_upgrade))
+            .routes(routes!(estimate_upgrade))
+            .routes(routes!(estimate_order))
+            .routes(routes!(start_upgrade))
+    };
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/v1/c", v1)
+        .nest("/salesbricks/api/v1", salesbricks)
         .nest("/flexprice/v1", flexprice)
         .nest("/billwerk/api/v1", billwerk)
         .routes(routes!(healthz))

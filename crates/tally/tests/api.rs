@@ -11,6 +11,8 @@ use serde_json::{Value, json};
 mod billwerk;
 #[path = "api/flexprice.rs"]
 mod flexprice;
+#[path = "api/salesbricks.rs"]
+mod salesbricks;
 
 struct App {
     base: String,

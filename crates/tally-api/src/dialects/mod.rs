@@ -14,6 +14,7 @@ use crate::error::ApiError;
 
 pub mod billwerk;
 pub mod flexprice;
+pub mod salesbricks;
 
 /// The unit counts and purchased add-ons of `current` that `plan` (its pricing as of `at`, in
 /// `currency` and `cycle`) also sells, so that a plan change keeps them: Flexprice and billwerk
