@@ -1051,6 +1051,14 @@ async fn every_endpoint_refuses_bad_input_with_a_problem() {
         "/v1/c/catalog".to_string(),
         "/v1/c/test_clock/advance".to_string(),
         "/v1/c/webhook".to_string(),
+        "/flexprice/v1/customers".to_string(),
+        "/flexprice/v1/subscriptions".to_string(),
+        format!("/flexprice/v1/subscriptions/{id}/change/preview"),
+        format!("/flexprice/v1/subscriptions/{id}/change/execute"),
+        "/billwerk/api/v1/Orders".to_string(),
+        "/billwerk/api/v1/Orders/preview".to_string(),
+        format!("/salesbricks/api/v1/subscriptions/{id}/upgrade"),
+        format!("/salesbricks/api/v1/subscriptions/{id}/upgrade/estimate"),
     ];
     for path in &posts {
         let (s, v) = app.post(&t.key, path, "{oops").await;
@@ -1072,6 +1080,13 @@ async fn every_endpoint_refuses_bad_input_with_a_problem() {
         "/v1/c/invoice/Inv_nope",
         "/v1/c/webhook/Whk_nope",
         "/v1/c/webhook/Whk_nope/deliveries",
+        "/flexprice/v1/customers/Cust_nope",
+        "/flexprice/v1/subscriptions/Cont_nope",
+        "/flexprice/v1/invoices/Inv_nope",
+        "/billwerk/api/v1/Contracts/Cont_nope",
+        "/billwerk/api/v1/Orders/Ord_nope",
+        "/salesbricks/api/v1/subscriptions/Cont_nope",
+        "/salesbricks/api/v1/subscriptions/Cont_nope/upgrade",
     ];
     for path in unknown_gets {
         let (s, v) = app.get(&t.key, path).await;
@@ -1095,6 +1110,9 @@ async fn every_endpoint_refuses_bad_input_with_a_problem() {
         "/v1/c/webhook/Whk_nope".to_string(),
         "/v1/c/webhook/Whk_nope/deliveries/Dlv_nope/retry".to_string(),
         format!("/v1/c/contract/{id}/scheduled_changes/Chg_nope/cancel"),
+        "/billwerk/api/v1/Orders/Ord_nope/commit".to_string(),
+        format!("/salesbricks/api/v1/subscriptions/{id}/upgrade/Ord_nope/start"),
+        format!("/salesbricks/api/v1/subscriptions/{id}/upgrade/Ord_nope/estimate"),
     ] {
         let (s, v) = app.post(&t.key, &path, "{}").await;
         assert_eq!(
