@@ -856,7 +856,7 @@ async fn create_inline_customer(s: &AppState, t: &Tenant, c: &CustomerBody) -> A
 }
 
 /// `POST /billwerk/api/v1/Orders`: prices an order and keeps it open until `commit`.
-#[utoipa::path(post, path = "/Orders", tag = "billwerk", request_body = OrderBody, responses((status = 200, description = "The priced order (Status InProgress)", body = Object), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Unknown contract, customer, plan variant or component", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
+#[utoipa::path(post, path = "/Orders", tag = "billwerk", request_body = OrderBody, responses((status = 200, description = "The priced order (Status InProgress)", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Unknown contract, customer, plan variant or component", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn create_order(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -897,7 +897,7 @@ pub async fn create_order(
 }
 
 /// `POST /billwerk/api/v1/Orders/preview`: prices an order without keeping anything.
-#[utoipa::path(post, path = "/Orders/preview", tag = "billwerk", request_body = OrderBody, responses((status = 200, description = "The priced order; nothing is stored", body = Object), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Unknown contract, customer, plan variant or component", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
+#[utoipa::path(post, path = "/Orders/preview", tag = "billwerk", request_body = OrderBody, responses((status = 200, description = "The priced order; nothing is stored", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Unknown contract, customer, plan variant or component", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn preview_order(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -943,7 +943,7 @@ async fn read_order(s: &AppState, t: &Tenant, id: &str) -> ApiResult<Order> {
 }
 
 /// `GET /billwerk/api/v1/Orders/{id}`: the order as it was priced, and its status.
-#[utoipa::path(get, path = "/Orders/{id}", tag = "billwerk", params(("id" = String, Path, description = "Order id")), responses((status = 200, description = "The order", body = Object), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
+#[utoipa::path(get, path = "/Orders/{id}", tag = "billwerk", params(("id" = String, Path, description = "Order id")), responses((status = 200, description = "The order", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn get_order(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -973,7 +973,7 @@ pub async fn get_order(
 /// `POST /billwerk/api/v1/Orders/{id}/commit`: carries the order out now (once: committing it
 /// again answers the contract unchanged) and answers the contract. The body (`{}` or a payment
 /// method) is accepted; Tally does not collect payments.
-#[utoipa::path(post, path = "/Orders/{id}/commit", tag = "billwerk", params(("id" = String, Path, description = "Order id")), request_body(content = Object, description = "`{}` or a payment method; not used"), responses((status = 200, description = "The contract after the order", body = Object), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
+#[utoipa::path(post, path = "/Orders/{id}/commit", tag = "billwerk", params(("id" = String, Path, description = "Order id")), request_body(content = Object, description = "`{}` or a payment method; not used"), responses((status = 200, description = "The contract after the order", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn commit_order(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -1174,7 +1174,7 @@ async fn contract_answer(s: &AppState, t: &Tenant, id: &str) -> ApiResult {
 }
 
 /// `GET /billwerk/api/v1/Contracts/{id}`: phases, billing dates and balance.
-#[utoipa::path(get, path = "/Contracts/{id}", tag = "billwerk", params(("id" = String, Path, description = "Contract id")), responses((status = 200, description = "The contract", body = Object), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
+#[utoipa::path(get, path = "/Contracts/{id}", tag = "billwerk", params(("id" = String, Path, description = "Contract id")), responses((status = 200, description = "The contract", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn get_contract(
     State(s): State<AppState>,
     Auth(t): Auth,

@@ -350,7 +350,7 @@ pub struct CustomerBody {
 }
 
 /// `POST /flexprice/v1/customers`: creates a customer (201).
-#[utoipa::path(post, path = "/customers", tag = "flexprice", request_body = CustomerBody, responses((status = 201, description = "The customer", body = Object), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 409, description = "The external id is taken", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid body", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
+#[utoipa::path(post, path = "/customers", tag = "flexprice", request_body = CustomerBody, responses((status = 201, description = "The customer", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 409, description = "The external id is taken", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid body", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
 pub async fn create_customer(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -417,7 +417,7 @@ pub async fn create_customer(
 }
 
 /// `GET /flexprice/v1/customers/{id}` (id or external id).
-#[utoipa::path(get, path = "/customers/{id}", tag = "flexprice", params(("id" = String, Path, description = "Id or external id")), responses((status = 200, description = "The customer", body = Object), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
+#[utoipa::path(get, path = "/customers/{id}", tag = "flexprice", params(("id" = String, Path, description = "Id or external id")), responses((status = 200, description = "The customer", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
 pub async fn get_customer(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -493,7 +493,7 @@ pub struct LineItemOverride {
 }
 
 /// `POST /flexprice/v1/subscriptions`: subscribes a customer (201).
-#[utoipa::path(post, path = "/subscriptions", tag = "flexprice", request_body = CreateSubscriptionBody, responses((status = 201, description = "The subscription", body = Object), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Unknown customer, plan or coupon", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
+#[utoipa::path(post, path = "/subscriptions", tag = "flexprice", request_body = CreateSubscriptionBody, responses((status = 201, description = "The subscription", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Unknown customer, plan or coupon", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
 pub async fn create_subscription(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -583,7 +583,7 @@ pub async fn create_subscription(
 }
 
 /// `GET /flexprice/v1/subscriptions/{id}`.
-#[utoipa::path(get, path = "/subscriptions/{id}", tag = "flexprice", params(("id" = String, Path, description = "Subscription id")), responses((status = 200, description = "The subscription", body = Object), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
+#[utoipa::path(get, path = "/subscriptions/{id}", tag = "flexprice", params(("id" = String, Path, description = "Subscription id")), responses((status = 200, description = "The subscription", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
 pub async fn get_subscription(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -791,7 +791,7 @@ fn new_billing_cycle(p: &Planned, t: &Tenant) -> Value {
 
 /// `POST /flexprice/v1/subscriptions/{id}/change/preview`: what the change would do now; the
 /// invoice shown is exactly the one `execute` issues at the same instant.
-#[utoipa::path(post, path = "/subscriptions/{id}/change/preview", tag = "flexprice", params(("id" = String, Path, description = "Subscription id")), request_body = ChangeBody, responses((status = 200, description = "SubscriptionChangePreviewResponse", body = Object), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
+#[utoipa::path(post, path = "/subscriptions/{id}/change/preview", tag = "flexprice", params(("id" = String, Path, description = "Subscription id")), request_body = ChangeBody, responses((status = 200, description = "SubscriptionChangePreviewResponse", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
 pub async fn change_preview(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -845,7 +845,7 @@ fn subscription_brief(c: &Contract, status: &str) -> Value {
 
 /// `POST /flexprice/v1/subscriptions/{id}/change/execute`: applies the change (or schedules it
 /// for the period end) and answers the invoice it issued.
-#[utoipa::path(post, path = "/subscriptions/{id}/change/execute", tag = "flexprice", params(("id" = String, Path, description = "Subscription id")), request_body = ChangeBody, responses((status = 200, description = "SubscriptionChangeExecuteResponse", body = Object), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
+#[utoipa::path(post, path = "/subscriptions/{id}/change/execute", tag = "flexprice", params(("id" = String, Path, description = "Subscription id")), request_body = ChangeBody, responses((status = 200, description = "SubscriptionChangeExecuteResponse", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
 pub async fn change_execute(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -897,7 +897,7 @@ pub struct InvoiceQuery {
 }
 
 /// `GET /flexprice/v1/invoices`: `{items, pagination: {total, limit, offset}}`.
-#[utoipa::path(get, path = "/invoices", tag = "flexprice", params(InvoiceQuery), responses((status = 200, description = "A page of invoices", body = Object), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Unknown customer or subscription", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid query", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
+#[utoipa::path(get, path = "/invoices", tag = "flexprice", params(InvoiceQuery), responses((status = 200, description = "A page of invoices", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Unknown customer or subscription", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid query", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
 pub async fn list_invoices(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -939,7 +939,7 @@ pub async fn list_invoices(
 }
 
 /// `GET /flexprice/v1/invoices/{id}`.
-#[utoipa::path(get, path = "/invoices/{id}", tag = "flexprice", params(("id" = String, Path, description = "Invoice id")), responses((status = 200, description = "The invoice", body = Object), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
+#[utoipa::path(get, path = "/invoices/{id}", tag = "flexprice", params(("id" = String, Path, description = "Invoice id")), responses((status = 200, description = "The invoice", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
 pub async fn get_invoice(
     State(s): State<AppState>,
     Auth(t): Auth,

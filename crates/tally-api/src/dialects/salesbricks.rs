@@ -449,7 +449,7 @@ async fn open_order(
 }
 
 /// `GET /salesbricks/api/v1/subscriptions/{id}/upgrade`: the open upgrade orders.
-#[utoipa::path(get, path = "/subscriptions/{id}/upgrade", tag = "salesbricks", params(("id" = String, Path, description = "Subscription id")), responses((status = 200, description = "`{orders: [...]}`", body = Object), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json")), security(("salesbricks_key" = [])))]
+#[utoipa::path(get, path = "/subscriptions/{id}/upgrade", tag = "salesbricks", params(("id" = String, Path, description = "Subscription id")), responses((status = 200, description = "`{orders: [...]}`", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json")), security(("salesbricks_key" = [])))]
 pub async fn list_upgrades(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -526,7 +526,7 @@ fn closed() -> ApiError {
 }
 
 /// `DELETE /salesbricks/api/v1/subscriptions/{id}/upgrade/{order_id}`: discards an open order.
-#[utoipa::path(delete, path = "/subscriptions/{id}/upgrade/{order_id}", tag = "salesbricks", params(("id" = String, Path, description = "Subscription id"), ("order_id" = String, Path, description = "Order id")), responses((status = 200, description = "`{message}`", body = Object), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "The order was started", body = Problem, content_type = "application/problem+json")), security(("salesbricks_key" = [])))]
+#[utoipa::path(delete, path = "/subscriptions/{id}/upgrade/{order_id}", tag = "salesbricks", params(("id" = String, Path, description = "Subscription id"), ("order_id" = String, Path, description = "Order id")), responses((status = 200, description = "`{message}`", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "The order was started", body = Problem, content_type = "application/problem+json")), security(("salesbricks_key" = [])))]
 pub async fn delete_upgrade(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -569,7 +569,7 @@ pub async fn estimate_upgrade(
 
 /// `POST /salesbricks/api/v1/subscriptions/{id}/upgrade/{order_id}/estimate`: prices an open
 /// order now.
-#[utoipa::path(post, path = "/subscriptions/{id}/upgrade/{order_id}/estimate", tag = "salesbricks", params(("id" = String, Path, description = "Subscription id"), ("order_id" = String, Path, description = "Order id")), responses((status = 200, description = "OrderPricing", body = Object), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused, or the order is no longer open", body = Problem, content_type = "application/problem+json")), security(("salesbricks_key" = [])))]
+#[utoipa::path(post, path = "/subscriptions/{id}/upgrade/{order_id}/estimate", tag = "salesbricks", params(("id" = String, Path, description = "Subscription id"), ("order_id" = String, Path, description = "Order id")), responses((status = 200, description = "OrderPricing", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused, or the order is no longer open", body = Problem, content_type = "application/problem+json")), security(("salesbricks_key" = [])))]
 pub async fn estimate_order(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -595,7 +595,7 @@ pub struct StartQuery {
 
 /// `POST /salesbricks/api/v1/subscriptions/{id}/upgrade/{order_id}/start`: carries the upgrade
 /// out as of now, once (starting it again answers the same).
-#[utoipa::path(post, path = "/subscriptions/{id}/upgrade/{order_id}/start", tag = "salesbricks", params(("id" = String, Path, description = "Subscription id"), ("order_id" = String, Path, description = "Order id"), StartQuery), responses((status = 200, description = "`{subscription_id}`", body = Object), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused, or the order was deleted", body = Problem, content_type = "application/problem+json")), security(("salesbricks_key" = [])))]
+#[utoipa::path(post, path = "/subscriptions/{id}/upgrade/{order_id}/start", tag = "salesbricks", params(("id" = String, Path, description = "Subscription id"), ("order_id" = String, Path, description = "Order id"), StartQuery), responses((status = 200, description = "`{subscription_id}`", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused, or the order was deleted", body = Problem, content_type = "application/problem+json")), security(("salesbricks_key" = [])))]
 pub async fn start_upgrade(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -646,7 +646,7 @@ pub async fn start_upgrade(
 }
 
 /// `GET /salesbricks/api/v1/subscriptions/{id}`: the subscription, its bricks and schedule.
-#[utoipa::path(get, path = "/subscriptions/{id}", tag = "salesbricks", params(("id" = String, Path, description = "Subscription id")), responses((status = 200, description = "The subscription", body = Object), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json")), security(("salesbricks_key" = [])))]
+#[utoipa::path(get, path = "/subscriptions/{id}", tag = "salesbricks", params(("id" = String, Path, description = "Subscription id")), responses((status = 200, description = "The subscription", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json")), security(("salesbricks_key" = [])))]
 pub async fn get_subscription(
     State(s): State<AppState>,
     Auth(t): Auth,
