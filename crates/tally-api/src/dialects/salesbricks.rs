@@ -283,7 +283,9 @@ fn pricing_json(t: &Tenant, catalog: &Catalog, out: &ChangeOutcome, tax_rate: De
                 "brick_name": feature.map_or(slug.clone(), |f| f.name.clone()),
                 "plan_id": c.config.plan_id,
                 "plan_name": plan.map(|p| p.name.clone()),
-                "quantity": c.config.features.get(slug).map(|f| f.quantity),
+                "quantity": c.config.features.get(slug).map(|f| {
+                    if f.kind == FeatureKind::PerUnit { f.quantity } else { Decimal::ONE }
+                }),
                 "sub_total": normalize(sub, cur),
                 "grand_total": normalize(sub + tax(sub), cur),
                 "grand_total_details": { "tax_total": normalize(tax(sub), cur) },
@@ -675,7 +677,7 @@ pub async fn get_subscription(
                 "brick_name": feature.map_or(f.slug.clone(), |x| x.name.clone()),
                 "plan_id": c.config.plan_id,
                 "plan_name": plan.map(|p| p.name.clone()),
-                "quantity": f.quantity,
+                "quantity": if f.kind == FeatureKind::PerUnit { f.quantity } else { Decimal::ONE },
             })
         })
         .collect();
