@@ -241,7 +241,11 @@ pub async fn run(file: &Path) -> Result<Report, Invalid> {
         if let Some(name) = &s.save {
             let id = match &body_json {
                 Value::String(s) => Some(s.clone()),
-                Value::Object(o) => o.get("id").and_then(Value::as_str).map(str::to_string),
+                // The native and Flexprice `id`, billwerk's `Id`, Salesbricks' `order_id`.
+                Value::Object(o) => ["id", "Id", "order_id"]
+                    .iter()
+                    .find_map(|k| o.get(*k).and_then(Value::as_str))
+                    .map(str::to_string),
                 _ => None,
             };
             match id {

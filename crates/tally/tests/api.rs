@@ -702,6 +702,51 @@ async fn example_billing_date_change() {
 }
 
 #[tokio::test]
+async fn example_dialects() {
+    let r = tally::simulate::run(&example("dialects.yaml"))
+        .await
+        .unwrap();
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+    let inv = r.json["invoices"].as_array().unwrap();
+    assert_eq!(inv.len(), 7);
+    // Jan 16, Flexprice to pro (16 of 31 days left): support in arrears 50.00 x 15/31 = 24.19;
+    // credits platform 10.00 x 16/31 = 5.16 and 5 seats 25.00 x 16/31 = 12.90; charges pro
+    // platform 30.00 x 16/31 = 15.48 and 5 seats 40.00 x 16/31 = 20.65.
+    assert_eq!(
+        amounts(&inv[1]),
+        ["24.19", "-5.16", "-12.90", "15.48", "20.65"]
+    );
+    // The Flexprice preview of that instant showed exactly those lines.
+    let preview: Vec<&Value> = r.json["steps"][1]["body"]["next_invoice_preview"]["line_items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| &l["amount"])
+        .collect();
+    assert_eq!(
+        preview,
+        inv[1]["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| &l["amount"])
+            .collect::<Vec<_>>()
+    );
+    // Feb 10, billwerk order to 10 seats (20 of February 2024's 29 days left): support
+    // 50.00 x 9/29 = 15.52; platform -20.69 and +20.69 (30.00 x 20/29); seats -40.00 x 20/29 =
+    // -27.59 and +80.00 x 20/29 = 55.17. Net 15.52 - 27.59 + 55.17 = 43.10; tax 19% 8.19.
+    assert_eq!(
+        (inv[3]["net"].as_str(), inv[3]["tax"].as_str()),
+        (Some("43.10"), Some("8.19"))
+    );
+    // Mar 11, Salesbricks to 12 seats (21 of 31 days left): support 50.00 x 10/31 = 16.13;
+    // seats -80.00 x 21/31 = -54.19 and +96.00 x 21/31 = 65.03; platform nets to zero.
+    // Net 16.13 - 54.19 + 65.03 = 26.97.
+    assert_eq!(inv[5]["net"], "26.97");
+    assert_eq!(inv[6]["reason"], "renewal");
+}
+
+#[tokio::test]
 async fn example_trial_then_upgrade() {
     let r = tally::simulate::run(&example("trial-then-upgrade.yaml"))
         .await
