@@ -2,23 +2,38 @@
 //! migrations embedded. Contracts are stored whole (JSON) beside the indexed columns the bill run
 //! and lists need; a commit is one write transaction that starts with the contract's version
 //! check, so it takes the write lock first and numbers invoices gaplessly.
+//!
+//! Statements run on rusqlite connections with cached prepared statements: reads on a pool of
+//! reader connections, directly on the calling task (a point read takes microseconds), and
+//! writes on the one writer connection in a blocking task (SQLite has one writer at a time, and a
+//! commit waits for its fsync). sqlx's migrator keeps the migrations.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::types::ToSql;
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 use rust_decimal::Decimal;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
 use tally_app::store::*;
 use tally_core::prelude::*;
+
+/// Reader connections: enough for every runtime thread and the blocking tasks that read.
+const READERS: u32 = 8;
 
 /// A Tally store in one SQLite file.
 #[derive(Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    /// Reader connections of a database file; `None` for an in-memory database, which exists
+    /// only on the writer connection.
+    readers: Option<r2d2::Pool<SqliteConnectionManager>>,
+    writer: Arc<Mutex<Connection>>,
+    url: String,
 }
 
 fn be(e: impl std::fmt::Display) -> StoreError {
@@ -41,6 +56,23 @@ fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> StoreResult<T> {
     serde_json::from_str(s).map_err(be)
 }
 
+fn decimal(s: &str) -> StoreResult<Decimal> {
+    Decimal::from_str(s).map_err(be)
+}
+
+fn limit(v: u64) -> i64 {
+    v.min(i64::MAX as u64) as i64
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+    )
+}
+
 fn status_str(s: InvoiceStatus) -> &'static str {
     match s {
         InvoiceStatus::Open => "open",
@@ -57,6 +89,38 @@ fn parse_status(s: &str) -> InvoiceStatus {
     }
 }
 
+/// The file path of a `sqlite://PATH` (or `sqlite:PATH`) URL; `None` for an in-memory database.
+fn file_of(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty() && !path.contains(":memory:")).then(|| PathBuf::from(path))
+}
+
+/// Applies the connection settings every connection uses.
+fn configure(c: &Connection) -> rusqlite::Result<()> {
+    c.busy_timeout(Duration::from_secs(10))?;
+    c.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))?;
+    c.pragma_update(None, "synchronous", "FULL")?;
+    c.pragma_update(None, "foreign_keys", "ON")?;
+    c.pragma_update(None, "cache_size", -16384)?;
+    c.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+/// `VALUES (?, ...), (...)` for `rows` rows of `cols` columns.
+fn values_sql(cols: usize, rows: usize) -> String {
+    let one = format!("({})", vec!["?"; cols].join(", "));
+    format!("VALUES {}", vec![one; rows].join(", "))
+}
+
+/// `?, ?, ...` for `n` values.
+fn marks(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
 impl SqliteStore {
     /// Opens (creating the file if needed) and migrates the database at `url`
     /// (`sqlite://tally.db`, `sqlite::memory:`).
@@ -64,22 +128,26 @@ impl SqliteStore {
     /// # Errors
     /// The file cannot be opened or migrated.
     pub async fn connect(url: &str) -> StoreResult<SqliteStore> {
-        let opts = SqliteConnectOptions::from_str(url)
-            .map_err(be)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .pragma("cache_size", "-16384")
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        // An in-memory database exists per connection: keep exactly one.
-        let max = if url.contains(":memory:") { 1 } else { 8 };
-        let pool = SqlitePoolOptions::new()
-            .max_connections(max)
-            .connect_with(opts)
-            .await
-            .map_err(be)?;
-        let store = SqliteStore { pool };
+        let (writer, readers) = match file_of(url) {
+            Some(path) => {
+                let writer = Connection::open(&path).map_err(be)?;
+                let manager = SqliteConnectionManager::file(&path).with_init(|c| configure(c));
+                let readers = r2d2::Pool::builder()
+                    .max_size(READERS)
+                    .min_idle(Some(1))
+                    .connection_timeout(Duration::from_secs(30))
+                    .build(manager)
+                    .map_err(be)?;
+                (writer, Some(readers))
+            }
+            None => (Connection::open_in_memory().map_err(be)?, None),
+        };
+        configure(&writer).map_err(be)?;
+        let store = SqliteStore {
+            readers,
+            writer: Arc::new(Mutex::new(writer)),
+            url: url.to_string(),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -89,83 +157,166 @@ impl SqliteStore {
     /// # Errors
     /// A migration fails.
     pub async fn migrate(&self) -> StoreResult<()> {
-        sqlx::migrate!("./migrations")
-            .run(&self.pool)
-            .await
-            .map_err(be)
+        match file_of(&self.url) {
+            Some(path) => {
+                use sqlx::sqlite::SqliteConnectOptions;
+                let opts = SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(true)
+                    .busy_timeout(Duration::from_secs(10));
+                let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .connect_with(opts)
+                    .await
+                    .map_err(be)?;
+                let done = sqlx::migrate!("./migrations").run(&pool).await.map_err(be);
+                pool.close().await;
+                done
+            }
+            // An in-memory database is new: run every migration's script on the writer.
+            None => {
+                let c = self.writer.lock().map_err(be)?;
+                for m in sqlx::migrate!("./migrations").iter() {
+                    c.execute_batch(&m.sql).map_err(be)?;
+                }
+                Ok(())
+            }
+        }
     }
 
-    async fn read_invoice(
+    /// Runs `f` on a reader connection, on the calling task.
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+        match &self.readers {
+            Some(pool) => {
+                let c = pool.get().map_err(be)?;
+                f(&c)
+            }
+            None => {
+                let c = self
+                    .writer
+                    .lock()
+                    .map_err(|_| be("the writer connection is poisoned"))?;
+                f(&c)
+            }
+        }
+    }
+
+    /// Runs `f` in an immediate write transaction on the writer connection, in a blocking task;
+    /// commits when `f` succeeds, rolls back when it fails.
+    async fn write<T: Send + 'static>(
         &self,
-        tenant: &str,
-        row: &sqlx::sqlite::SqliteRow,
-    ) -> StoreResult<Invoice> {
-        let _ = tenant;
-        Ok(Invoice {
-            id: row.get("id"),
-            number: row.get("number"),
-            status: parse_status(row.get::<String, _>("status").as_str()),
-            draft: from_json(row.get::<String, _>("body").as_str())?,
+        f: impl FnOnce(&Transaction) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let writer = self.writer.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = writer
+                .lock()
+                .map_err(|_| be("the writer connection is poisoned"))?;
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(be)?;
+            let out = f(&tx)?;
+            tx.commit().map_err(be)?;
+            Ok(out)
         })
+        .await
+        .map_err(be)?
     }
 }
 
+fn read_invoice(r: &Row) -> rusqlite::Result<(String, String, String, String)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+}
+
+fn invoice_of(
+    (id, number, status, body): (String, String, String, String),
+) -> StoreResult<Invoice> {
+    Ok(Invoice {
+        id,
+        number,
+        status: parse_status(&status),
+        draft: from_json(&body)?,
+    })
+}
+
+fn usage_of_row(r: &Row, offset: usize) -> rusqlite::Result<(String, String, i64, bool)> {
+    Ok((
+        r.get(offset)?,
+        r.get(offset + 1)?,
+        r.get(offset + 2)?,
+        r.get(offset + 3)?,
+    ))
+}
+
+fn usage_record(
+    (feature_slug, units, ts, is_absolute): (String, String, i64, bool),
+) -> StoreResult<UsageRecord> {
+    Ok(UsageRecord {
+        feature_slug,
+        units: decimal(&units)?,
+        timestamp: from_micros(ts),
+        is_absolute,
+    })
+}
+
 /// Inserts usage records of one contract.
-async fn insert_usage(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+fn insert_usage(
+    tx: &Connection,
     tenant: &str,
     contract_id: &str,
     records: &[UsageRecord],
 ) -> StoreResult<()> {
+    let mut st = tx
+        .prepare_cached("INSERT INTO usage_records (tenant_id, contract_id, feature_slug, units, ts, is_absolute) VALUES (?, ?, ?, ?, ?, ?)")
+        .map_err(be)?;
     for r in records {
-        sqlx::query("INSERT INTO usage_records (tenant_id, contract_id, feature_slug, units, ts, is_absolute) VALUES (?, ?, ?, ?, ?, ?)")
-            .bind(tenant)
-            .bind(contract_id)
-            .bind(&r.feature_slug)
-            .bind(r.units.to_string())
-            .bind(micros(r.timestamp))
-            .bind(r.is_absolute)
-            .execute(&mut **tx)
-            .await
-            .map_err(be)?;
+        st.execute(params![
+            tenant,
+            contract_id,
+            r.feature_slug,
+            r.units.to_string(),
+            micros(r.timestamp),
+            r.is_absolute
+        ])
+        .map_err(be)?;
     }
     Ok(())
 }
+
 /// Writes an order unless one with its id exists and is no longer open; answers whether it
 /// was written.
-async fn upsert_order<'e, E>(ex: E, tenant: &str, o: &Order) -> StoreResult<bool>
-where
-    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
-{
+fn upsert_order(c: &Connection, tenant: &str, o: &Order) -> StoreResult<bool> {
     let status = serde_json::to_value(o.status).map_err(be)?;
-    let done = sqlx::query(
-        "INSERT INTO orders (tenant_id, id, contract_id, status, body) VALUES (?, ?, ?, ?, ?)
-         ON CONFLICT (tenant_id, id) DO UPDATE
-         SET contract_id = excluded.contract_id, status = excluded.status, body = excluded.body
-         WHERE orders.status = 'open'",
-    )
-    .bind(tenant)
-    .bind(&o.id)
-    .bind(&o.contract_id)
-    .bind(status.as_str().unwrap_or("open"))
-    .bind(to_json(o)?)
-    .execute(ex)
-    .await
-    .map_err(be)?;
-    Ok(done.rows_affected() == 1)
+    let n = c
+        .prepare_cached(
+            "INSERT INTO orders (tenant_id, id, contract_id, status, body) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (tenant_id, id) DO UPDATE
+             SET contract_id = excluded.contract_id, status = excluded.status, body = excluded.body
+             WHERE orders.status = 'open'",
+        )
+        .map_err(be)?
+        .execute(params![
+            tenant,
+            o.id,
+            o.contract_id,
+            status.as_str().unwrap_or("open"),
+            to_json(o)?
+        ])
+        .map_err(be)?;
+    Ok(n == 1)
+}
+
+fn status_of(c: &Contract) -> StoreResult<String> {
+    let status = serde_json::to_value(c.status).map_err(be)?;
+    Ok(status.as_str().unwrap_or("active").to_string())
 }
 
 /// Writes one commit inside an open transaction: the contract's version check first (a lost race
 /// returns [`StoreError::Conflict`] having written nothing), then invoices, balances and events.
-async fn write_commit(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    tenant: &str,
-    commit: Commit,
-) -> StoreResult<Committed> {
+fn write_commit(tx: &Connection, tenant: &str, commit: Commit) -> StoreResult<Committed> {
     let mut version = 0;
-    // The first statement writes, so the transaction holds the write lock from here on.
     if let Some(o) = &commit.order
-        && !upsert_order(&mut **tx, tenant, o).await?
+        && !upsert_order(tx, tenant, o)?
     {
         return Err(StoreError::Conflict);
     }
@@ -175,47 +326,37 @@ async fn write_commit(
                 "usage in a write needs its contract".into(),
             ));
         };
-        insert_usage(tx, tenant, &c.id, &commit.usage).await?;
+        insert_usage(tx, tenant, &c.id, &commit.usage)?;
     }
     if let Some((c, expected)) = &commit.contract {
         let body = to_json(c)?;
         let due = next_due(c).map(micros);
-        let status = serde_json::to_value(c.status).map_err(be)?;
-        let status = status.as_str().unwrap_or("active").to_string();
+        let status = status_of(c)?;
         if *expected == 0 {
-            sqlx::query(
+            tx.prepare_cached(
                 "INSERT INTO contracts (tenant_id, id, customer_id, status, next_due, version, created_seq, body)
-                 VALUES (?, ?, ?, ?, ?, 1, (SELECT COALESCE(MAX(created_seq), 0) + 1 FROM contracts WHERE tenant_id = ?), ?)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, 1, (SELECT COALESCE(MAX(created_seq), 0) + 1 FROM contracts WHERE tenant_id = ?1), ?6)",
             )
-            .bind(tenant)
-            .bind(&c.id)
-            .bind(&c.customer_id)
-            .bind(&status)
-            .bind(due)
-            .bind(tenant)
-            .bind(&body)
-            .execute(&mut **tx)
-            .await
-            .map_err(|e| match e {
-                sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Duplicate(format!("contract {}", c.id)),
-                other => be(other),
+            .map_err(be)?
+            .execute(params![tenant, c.id, c.customer_id, status, due, body])
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Duplicate(format!("contract {}", c.id))
+                } else {
+                    be(e)
+                }
             })?;
             version = 1;
         } else {
-            let done = sqlx::query(
-                "UPDATE contracts SET status = ?, next_due = ?, version = version + 1, body = ?
-                 WHERE tenant_id = ? AND id = ? AND version = ?",
-            )
-            .bind(&status)
-            .bind(due)
-            .bind(&body)
-            .bind(tenant)
-            .bind(&c.id)
-            .bind(expected)
-            .execute(&mut **tx)
-            .await
-            .map_err(be)?;
-            if done.rows_affected() != 1 {
+            let n = tx
+                .prepare_cached(
+                    "UPDATE contracts SET status = ?, next_due = ?, version = version + 1, body = ?
+                     WHERE tenant_id = ? AND id = ? AND version = ?",
+                )
+                .map_err(be)?
+                .execute(params![status, due, body, tenant, c.id, expected])
+                .map_err(be)?;
+            if n != 1 {
                 return Err(StoreError::Conflict);
             }
             version = expected + 1;
@@ -223,23 +364,22 @@ async fn write_commit(
     }
     let mut issued = Vec::new();
     for draft in commit.invoices {
-        let exists: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM invoices WHERE tenant_id = ? AND step_key = ?")
-                .bind(tenant)
-                .bind(&draft.step_key)
-                .fetch_optional(&mut **tx)
-                .await
-                .map_err(be)?;
+        let exists: Option<i64> = tx
+            .prepare_cached("SELECT 1 FROM invoices WHERE tenant_id = ? AND step_key = ?")
+            .map_err(be)?
+            .query_row(params![tenant, draft.step_key], |r| r.get(0))
+            .optional()
+            .map_err(be)?;
         if exists.is_some() {
             continue;
         }
-        let seq: i64 = sqlx::query_scalar(
-            "UPDATE tenants SET invoice_seq = invoice_seq + 1 WHERE id = ? RETURNING invoice_seq",
-        )
-        .bind(tenant)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(be)?;
+        let seq: i64 = tx
+            .prepare_cached(
+                "UPDATE tenants SET invoice_seq = invoice_seq + 1 WHERE id = ? RETURNING invoice_seq",
+            )
+            .map_err(be)?
+            .query_row(params![tenant], |r| r.get(0))
+            .map_err(be)?;
         let inv = Invoice {
             id: tally_app::ids::new_id("Inv"),
             number: invoice_number(draft.issued_at, seq),
@@ -247,66 +387,71 @@ async fn write_commit(
             draft,
         };
         let d = &inv.draft;
-        sqlx::query(
+        tx.prepare_cached(
             "INSERT INTO invoices (tenant_id, id, seq, number, contract_id, customer_id, issued_at, status, step_key, body)
              VALUES (?, ?, ?, ?, ?, ?, ?, 'open', ?, ?)",
         )
-        .bind(tenant)
-        .bind(&inv.id)
-        .bind(seq)
-        .bind(&inv.number)
-        .bind(&d.contract_id)
-        .bind(&d.customer_id)
-        .bind(micros(d.issued_at))
-        .bind(&d.step_key)
-        .bind(to_json(d)?)
-        .execute(&mut **tx)
-        .await
+        .map_err(be)?
+        .execute(params![
+            tenant,
+            inv.id,
+            seq,
+            inv.number,
+            d.contract_id,
+            d.customer_id,
+            micros(d.issued_at),
+            d.step_key,
+            to_json(d)?
+        ])
         .map_err(be)?;
-        for (i, l) in d.lines.iter().enumerate() {
-            let kind = serde_json::to_value(l.kind).map_err(be)?;
-            sqlx::query(
+        let mut st = tx
+            .prepare_cached(
                 "INSERT INTO invoice_lines (tenant_id, invoice_id, idx, kind, feature_slug, description, quantity, unit_amount, amount, period_start, period_end)
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
-            .bind(tenant)
-            .bind(&inv.id)
-            .bind(i as i64)
-            .bind(kind.as_str().unwrap_or_default())
-            .bind(&l.feature_slug)
-            .bind(&l.description)
-            .bind(l.quantity.to_string())
-            .bind(l.unit_amount.to_string())
-            .bind(l.amount.to_string())
-            .bind(micros(l.period_start))
-            .bind(micros(l.period_end))
-            .execute(&mut **tx)
-            .await
+            .map_err(be)?;
+        for (i, l) in d.lines.iter().enumerate() {
+            st.execute(params![
+                tenant,
+                inv.id,
+                i as i64,
+                line_kind(l.kind)?,
+                l.feature_slug,
+                l.description,
+                l.quantity.to_string(),
+                l.unit_amount.to_string(),
+                l.amount.to_string(),
+                micros(l.period_start),
+                micros(l.period_end)
+            ])
             .map_err(be)?;
         }
-        add_balance(tx, tenant, d).await?;
+        add_balance(tx, tenant, d)?;
         issued.push(inv);
     }
     for e in &commit.events {
-        sqlx::query(
-            "INSERT INTO events (tenant_id, id, seq, contract_id, body)
-             VALUES (?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE tenant_id = ?), ?, ?)",
-        )
-        .bind(tenant)
-        .bind(&e.id)
-        .bind(tenant)
-        .bind(&e.contract_id)
-        .bind(to_json(e)?)
-        .execute(&mut **tx)
-        .await
-        .map_err(be)?;
+        insert_event(tx, tenant, e)?;
     }
-    write_deliveries(tx, tenant, &commit.events.iter().collect::<Vec<_>>()).await?;
+    write_deliveries(tx, tenant, &commit.events.iter().collect::<Vec<_>>())?;
     Ok(Committed {
         invoices: issued,
         version,
     })
 }
+
+fn insert_event(tx: &Connection, tenant: &str, e: &Event) -> StoreResult<()> {
+    tx.prepare_cached(
+        "INSERT INTO events (tenant_id, id, seq, contract_id, body)
+         VALUES (?1, ?2, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE tenant_id = ?1), ?3, ?4)",
+    )
+    .map_err(be)?
+    .execute(params![tenant, e.id, e.contract_id, to_json(e)?])
+    .map_err(be)?;
+    Ok(())
+}
+
+/// The status of a new invoice.
+const OPEN: &str = "open";
 
 /// Rows per multi-row statement: far below SQLite's limit of 32,766 bound values per statement.
 const ROWS_PER_STATEMENT: usize = 200;
@@ -317,12 +462,29 @@ fn line_kind(kind: LineKind) -> StoreResult<String> {
     Ok(v.as_str().unwrap_or_default().to_string())
 }
 
+/// Runs a multi-row statement: `head` then `VALUES` for `rows` rows of `cols` columns, then
+/// `tail`, with `values` bound in order.
+fn execute_rows(
+    tx: &Connection,
+    head: &str,
+    cols: usize,
+    rows: usize,
+    tail: &str,
+    values: &[&dyn ToSql],
+) -> StoreResult<usize> {
+    let sql = format!("{head} {} {tail}", values_sql(cols, rows));
+    tx.prepare_cached(&sql)
+        .map_err(be)?
+        .execute(values)
+        .map_err(be)
+}
+
 /// Writes a bill-run batch inside an open transaction with a few multi-row statements instead of
 /// one statement per row. Only batches of existing contracts qualify; `Ok(None)` means the batch
 /// does not (or one of its contracts lost a race) and the caller must roll back and write the
 /// commits one by one, which tells each commit's outcome apart.
-async fn write_batch(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+fn write_batch(
+    tx: &Connection,
     tenant: &str,
     commits: &[Commit],
 ) -> StoreResult<Option<Vec<Committed>>> {
@@ -337,39 +499,31 @@ async fn write_batch(
         let mut rows = Vec::with_capacity(chunk.len());
         for commit in chunk {
             if let Some((c, expected)) = &commit.contract {
-                let status = serde_json::to_value(c.status).map_err(be)?;
-                let status = status.as_str().unwrap_or("active").to_string();
                 rows.push((
-                    &c.id,
-                    status,
+                    c.id.as_str(),
+                    status_of(c)?,
                     next_due(c).map(micros),
                     to_json(c)?,
                     *expected,
                 ));
             }
         }
-        let mut q = sqlx::QueryBuilder::new("WITH v (id, status, due, body, expected) AS (");
-        q.push_values(&rows, |mut b, (id, status, due, body, expected)| {
-            b.push_bind(*id)
-                .push_bind(status)
-                .push_bind(*due)
-                .push_bind(body)
-                .push_bind(*expected);
-        });
-        q.push(
+        let mut values: Vec<&dyn ToSql> = Vec::with_capacity(rows.len() * 5 + 1);
+        for (id, status, due, body, expected) in &rows {
+            values.extend([id as &dyn ToSql, status, due, body, expected]);
+        }
+        values.push(&tenant);
+        updated += execute_rows(
+            tx,
+            "WITH v (id, status, due, body, expected) AS (",
+            5,
+            rows.len(),
             ") UPDATE contracts SET status = v.status, next_due = v.due, version = contracts.version + 1, body = v.body
-             FROM v WHERE contracts.tenant_id = ",
-        )
-        .push_bind(tenant)
-        .push(" AND contracts.id = v.id AND contracts.version = v.expected");
-        updated += q
-            .build()
-            .execute(&mut **tx)
-            .await
-            .map_err(be)?
-            .rows_affected();
+             FROM v WHERE contracts.tenant_id = ? AND contracts.id = v.id AND contracts.version = v.expected",
+            &values,
+        )?;
     }
-    if updated != commits.len() as u64 {
+    if updated != commits.len() {
         return Ok(None);
     }
     // Invoices already issued for their step (a re-run) are skipped.
@@ -379,15 +533,18 @@ async fn write_batch(
         .collect();
     let mut issued_keys = std::collections::BTreeSet::new();
     for chunk in keys.chunks(ROWS_PER_STATEMENT * 4) {
-        let mut q = sqlx::QueryBuilder::new("SELECT step_key FROM invoices WHERE tenant_id = ");
-        q.push_bind(tenant).push(" AND step_key IN (");
-        let mut sep = q.separated(", ");
-        for k in chunk {
-            sep.push_bind(*k);
-        }
-        q.push(")");
-        for r in q.build().fetch_all(&mut **tx).await.map_err(be)? {
-            issued_keys.insert(r.get::<String, _>(0));
+        let sql = format!(
+            "SELECT step_key FROM invoices WHERE tenant_id = ? AND step_key IN ({})",
+            marks(chunk.len())
+        );
+        let mut values: Vec<&dyn ToSql> = vec![&tenant];
+        values.extend(chunk.iter().map(|k| k as &dyn ToSql));
+        let mut st = tx.prepare_cached(&sql).map_err(be)?;
+        let found = st
+            .query_map(values.as_slice(), |r| r.get::<_, String>(0))
+            .map_err(be)?;
+        for k in found {
+            issued_keys.insert(k.map_err(be)?);
         }
     }
     let fresh = commits
@@ -397,14 +554,13 @@ async fn write_batch(
         .count() as i64;
     let mut seq = 0;
     if fresh > 0 {
-        let last: i64 = sqlx::query_scalar(
-            "UPDATE tenants SET invoice_seq = invoice_seq + ? WHERE id = ? RETURNING invoice_seq",
-        )
-        .bind(fresh)
-        .bind(tenant)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(be)?;
+        let last: i64 = tx
+            .prepare_cached(
+                "UPDATE tenants SET invoice_seq = invoice_seq + ? WHERE id = ? RETURNING invoice_seq",
+            )
+            .map_err(be)?
+            .query_row(params![fresh, tenant], |r| r.get(0))
+            .map_err(be)?;
         seq = last - fresh;
     }
     let mut out = Vec::with_capacity(commits.len());
@@ -431,137 +587,173 @@ async fn write_batch(
         out.push(done);
     }
     for chunk in invoices.chunks(ROWS_PER_STATEMENT) {
-        let mut q = sqlx::QueryBuilder::new(
-            "INSERT INTO invoices (tenant_id, id, seq, number, contract_id, customer_id, issued_at, status, step_key, body) ",
-        );
-        q.push_values(chunk, |mut b, (seq, inv, body)| {
+        let issued: Vec<i64> = chunk
+            .iter()
+            .map(|(_, inv, _)| micros(inv.draft.issued_at))
+            .collect();
+        let mut values: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 10);
+        for ((seq, inv, body), at) in chunk.iter().zip(&issued) {
             let d = &inv.draft;
-            b.push_bind(tenant)
-                .push_bind(&inv.id)
-                .push_bind(*seq)
-                .push_bind(&inv.number)
-                .push_bind(&d.contract_id)
-                .push_bind(&d.customer_id)
-                .push_bind(micros(d.issued_at))
-                .push_bind("open")
-                .push_bind(&d.step_key)
-                .push_bind(body);
-        });
-        q.build().execute(&mut **tx).await.map_err(be)?;
+            values.extend([
+                &tenant as &dyn ToSql,
+                &inv.id,
+                seq,
+                &inv.number,
+                &d.contract_id,
+                &d.customer_id,
+                at,
+                &d.step_key,
+                body,
+                &OPEN,
+            ]);
+        }
+        execute_rows(
+            tx,
+            "INSERT INTO invoices (tenant_id, id, seq, number, contract_id, customer_id, issued_at, step_key, body, status)",
+            10,
+            chunk.len(),
+            "",
+            &values,
+        )?;
+    }
+    struct LineRow<'a> {
+        id: &'a str,
+        idx: i64,
+        kind: String,
+        l: &'a InvoiceLine,
+        quantity: String,
+        unit: String,
+        amount: String,
+        start: i64,
+        end: i64,
     }
     let mut lines = Vec::new();
     for (_, inv, _) in &invoices {
         for (i, l) in inv.draft.lines.iter().enumerate() {
-            lines.push((&inv.id, i as i64, line_kind(l.kind)?, l));
+            lines.push(LineRow {
+                id: &inv.id,
+                idx: i as i64,
+                kind: line_kind(l.kind)?,
+                l,
+                quantity: l.quantity.to_string(),
+                unit: l.unit_amount.to_string(),
+                amount: l.amount.to_string(),
+                start: micros(l.period_start),
+                end: micros(l.period_end),
+            });
         }
     }
     for chunk in lines.chunks(ROWS_PER_STATEMENT) {
-        let mut q = sqlx::QueryBuilder::new(
-            "INSERT INTO invoice_lines (tenant_id, invoice_id, idx, kind, feature_slug, description, quantity, unit_amount, amount, period_start, period_end) ",
-        );
-        q.push_values(chunk, |mut b, (id, i, kind, l)| {
-            b.push_bind(tenant)
-                .push_bind(*id)
-                .push_bind(*i)
-                .push_bind(kind)
-                .push_bind(&l.feature_slug)
-                .push_bind(&l.description)
-                .push_bind(l.quantity.to_string())
-                .push_bind(l.unit_amount.to_string())
-                .push_bind(l.amount.to_string())
-                .push_bind(micros(l.period_start))
-                .push_bind(micros(l.period_end));
-        });
-        q.build().execute(&mut **tx).await.map_err(be)?;
+        let mut values: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 11);
+        for r in chunk {
+            values.extend([
+                &tenant as &dyn ToSql,
+                &r.id,
+                &r.idx,
+                &r.kind,
+                &r.l.feature_slug,
+                &r.l.description,
+                &r.quantity,
+                &r.unit,
+                &r.amount,
+                &r.start,
+                &r.end,
+            ]);
+        }
+        execute_rows(
+            tx,
+            "INSERT INTO invoice_lines (tenant_id, invoice_id, idx, kind, feature_slug, description, quantity, unit_amount, amount, period_start, period_end)",
+            11,
+            chunk.len(),
+            "",
+            &values,
+        )?;
     }
     for (_, inv, _) in &invoices {
-        add_balance(tx, tenant, &inv.draft).await?;
+        add_balance(tx, tenant, &inv.draft)?;
     }
     let events: Vec<&Event> = commits.iter().flat_map(|c| &c.events).collect();
     if !events.is_empty() {
-        let mut seq: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events WHERE tenant_id = ?")
-                .bind(tenant)
-                .fetch_one(&mut **tx)
-                .await
-                .map_err(be)?;
+        let mut seq: i64 = tx
+            .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events WHERE tenant_id = ?")
+            .map_err(be)?
+            .query_row(params![tenant], |r| r.get(0))
+            .map_err(be)?;
         let mut rows = Vec::with_capacity(events.len());
         for e in &events {
             seq += 1;
-            rows.push((seq, e, to_json(e)?));
+            rows.push((seq, *e, to_json(e)?));
         }
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let mut q = sqlx::QueryBuilder::new(
-                "INSERT INTO events (tenant_id, id, seq, contract_id, body) ",
-            );
-            q.push_values(chunk, |mut b, (seq, e, body)| {
-                b.push_bind(tenant)
-                    .push_bind(&e.id)
-                    .push_bind(*seq)
-                    .push_bind(&e.contract_id)
-                    .push_bind(body);
-            });
-            q.build().execute(&mut **tx).await.map_err(be)?;
+            let mut values: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 5);
+            for (seq, e, body) in chunk {
+                values.extend([&tenant as &dyn ToSql, &e.id, seq, &e.contract_id, body]);
+            }
+            execute_rows(
+                tx,
+                "INSERT INTO events (tenant_id, id, seq, contract_id, body)",
+                5,
+                chunk.len(),
+                "",
+                &values,
+            )?;
         }
     }
-    write_deliveries(tx, tenant, &events).await?;
+    write_deliveries(tx, tenant, &events)?;
     Ok(Some(out))
 }
 
 /// Moves the customer's credit balance by what an invoice added and applied.
-async fn add_balance(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    tenant: &str,
-    d: &InvoiceDraft,
-) -> StoreResult<()> {
+fn add_balance(tx: &Connection, tenant: &str, d: &InvoiceDraft) -> StoreResult<()> {
     let delta = d.credit_added - d.credit_applied;
     if delta.is_zero() {
         return Ok(());
     }
-    let current: Option<String> = sqlx::query_scalar(
-        "SELECT amount FROM balances WHERE tenant_id = ? AND customer_id = ? AND currency = ?",
-    )
-    .bind(tenant)
-    .bind(&d.customer_id)
-    .bind(d.currency.code())
-    .fetch_optional(&mut **tx)
-    .await
-    .map_err(be)?;
+    let current: Option<String> = tx
+        .prepare_cached(
+            "SELECT amount FROM balances WHERE tenant_id = ? AND customer_id = ? AND currency = ?",
+        )
+        .map_err(be)?
+        .query_row(params![tenant, d.customer_id, d.currency.code()], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(be)?;
     let now = current
-        .map(|s| Decimal::from_str(&s).map_err(be))
+        .map(|s| decimal(&s))
         .transpose()?
         .unwrap_or_default()
         + delta;
-    sqlx::query(
+    tx.prepare_cached(
         "INSERT INTO balances (tenant_id, customer_id, currency, amount) VALUES (?, ?, ?, ?)
          ON CONFLICT (tenant_id, customer_id, currency) DO UPDATE SET amount = excluded.amount",
     )
-    .bind(tenant)
-    .bind(&d.customer_id)
-    .bind(d.currency.code())
-    .bind(now.to_string())
-    .execute(&mut **tx)
-    .await
+    .map_err(be)?
+    .execute(params![
+        tenant,
+        d.customer_id,
+        d.currency.code(),
+        now.to_string()
+    ])
     .map_err(be)?;
     Ok(())
 }
 
 /// Writes the deliveries `events` make for the tenant's webhook endpoints (none when it has
 /// none), inside the transaction that writes the events: the outbox.
-async fn write_deliveries(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    tenant: &str,
-    events: &[&Event],
-) -> StoreResult<()> {
+fn write_deliveries(tx: &Connection, tenant: &str, events: &[&Event]) -> StoreResult<()> {
     if events.is_empty() {
         return Ok(());
     }
-    let bodies: Vec<String> =
-        sqlx::query_scalar("SELECT body FROM webhook_endpoints WHERE tenant_id = ? ORDER BY seq")
-            .bind(tenant)
-            .fetch_all(&mut **tx)
-            .await
+    let bodies: Vec<String> = {
+        let mut st = tx
+            .prepare_cached("SELECT body FROM webhook_endpoints WHERE tenant_id = ? ORDER BY seq")
             .map_err(be)?;
+        st.query_map(params![tenant], |r| r.get(0))
+            .map_err(be)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(be)?
+    };
     if bodies.is_empty() {
         return Ok(());
     }
@@ -572,22 +764,34 @@ async fn write_deliveries(
     let made = Delivery::fan_out(&endpoints, events);
     let mut rows = Vec::with_capacity(made.len());
     for d in &made {
-        rows.push((d, to_json(d)?));
+        rows.push((
+            d,
+            d.status.as_str(),
+            d.next_attempt_at.map(micros),
+            to_json(d)?,
+        ));
     }
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let mut q = sqlx::QueryBuilder::new(
-            "INSERT INTO webhook_deliveries (tenant_id, id, endpoint_id, event_id, status, next_attempt_at, body) ",
-        );
-        q.push_values(chunk, |mut b, (d, body)| {
-            b.push_bind(tenant)
-                .push_bind(&d.id)
-                .push_bind(&d.endpoint_id)
-                .push_bind(&d.event_id)
-                .push_bind(d.status.as_str())
-                .push_bind(d.next_attempt_at.map(micros))
-                .push_bind(body);
-        });
-        q.build().execute(&mut **tx).await.map_err(be)?;
+        let mut values: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 7);
+        for (d, status, next, body) in chunk {
+            values.extend([
+                &tenant as &dyn ToSql,
+                &d.id,
+                &d.endpoint_id,
+                &d.event_id,
+                status,
+                next,
+                body,
+            ]);
+        }
+        execute_rows(
+            tx,
+            "INSERT INTO webhook_deliveries (tenant_id, id, endpoint_id, event_id, status, next_attempt_at, body)",
+            7,
+            chunk.len(),
+            "",
+            &values,
+        )?;
     }
     Ok(())
 }
@@ -601,36 +805,74 @@ const CLAIM_DELIVERIES: &str = "UPDATE webhook_deliveries SET claimed_until = ?1
          ORDER BY next_attempt_at LIMIT ?4)
      RETURNING tenant_id, body";
 
+/// Reads every row of a one-column query of strings.
+fn strings(c: &Connection, sql: &str, values: &[&dyn ToSql]) -> StoreResult<Vec<String>> {
+    let mut st = c.prepare_cached(sql).map_err(be)?;
+    st.query_map(values, |r| r.get(0))
+        .map_err(be)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(be)
+}
+
+/// Reads an optional string of a one-row query.
+fn string(c: &Connection, sql: &str, values: &[&dyn ToSql]) -> StoreResult<Option<String>> {
+    c.prepare_cached(sql)
+        .map_err(be)?
+        .query_row(values, |r| r.get(0))
+        .optional()
+        .map_err(be)
+}
+
+fn count(c: &Connection, sql: &str, values: &[&dyn ToSql]) -> StoreResult<u64> {
+    let n: i64 = c
+        .prepare_cached(sql)
+        .map_err(be)?
+        .query_row(values, |r| r.get(0))
+        .map_err(be)?;
+    Ok(n.max(0) as u64)
+}
+
+fn stored_contract(r: &Row) -> rusqlite::Result<(String, i64)> {
+    Ok((r.get(0)?, r.get(1)?))
+}
+
+fn contract_of((body, version): (String, i64)) -> StoreResult<StoredContract> {
+    Ok(StoredContract {
+        contract: from_json(&body)?,
+        version,
+    })
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_tenant(&self, tenant: &Tenant, key_hash: &str) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(be)?;
-        sqlx::query("INSERT INTO tenants (id, name, test_mode, settings, clock, created_at) VALUES (?, ?, ?, ?, ?, ?)")
-            .bind(&tenant.id)
-            .bind(&tenant.name)
-            .bind(tenant.test_mode)
-            .bind(to_json(&tenant.settings)?)
-            .bind(tenant.clock.map(micros))
-            .bind(micros(tenant.created_at))
-            .execute(&mut *tx)
-            .await
+        let t = tenant.clone();
+        let key_hash = key_hash.to_string();
+        let settings = to_json(&tenant.settings)?;
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO tenants (id, name, test_mode, settings, clock, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                params![t.id, t.name, t.test_mode, settings, t.clock.map(micros), micros(t.created_at)],
+            )
             .map_err(be)?;
-        sqlx::query("INSERT INTO api_keys (key_hash, tenant_id) VALUES (?, ?)")
-            .bind(key_hash)
-            .bind(&tenant.id)
-            .execute(&mut *tx)
-            .await
+            tx.execute(
+                "INSERT INTO api_keys (key_hash, tenant_id) VALUES (?, ?)",
+                params![key_hash, t.id],
+            )
             .map_err(|_| StoreError::Duplicate("api key".into()))?;
-        tx.commit().await.map_err(be)
+            Ok(())
+        })
+        .await
     }
 
     async fn tenant_by_key(&self, key_hash: &str) -> StoreResult<Option<Tenant>> {
-        let id: Option<String> =
-            sqlx::query_scalar("SELECT tenant_id FROM api_keys WHERE key_hash = ?")
-                .bind(key_hash)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(be)?;
+        let id = self.read(|c| {
+            string(
+                c,
+                "SELECT tenant_id FROM api_keys WHERE key_hash = ?",
+                &[&key_hash],
+            )
+        })?;
         match id {
             Some(id) => self.tenant(&id).await,
             None => Ok(None),
@@ -638,51 +880,57 @@ impl Store for SqliteStore {
     }
 
     async fn tenant(&self, id: &str) -> StoreResult<Option<Tenant>> {
-        let row = sqlx::query(
-            "SELECT id, name, test_mode, settings, clock, created_at FROM tenants WHERE id = ?",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(be)?;
-        row.map(|r| {
+        let row = self.read(|c| {
+            c.prepare_cached(
+                "SELECT id, name, test_mode, settings, clock, created_at FROM tenants WHERE id = ?",
+            )
+            .map_err(be)?
+            .query_row(params![id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, bool>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                    r.get::<_, i64>(5)?,
+                ))
+            })
+            .optional()
+            .map_err(be)
+        })?;
+        row.map(|(id, name, test_mode, settings, clock, created_at)| {
             Ok(Tenant {
-                id: r.get("id"),
-                name: r.get("name"),
-                test_mode: r.get("test_mode"),
-                settings: from_json(r.get::<String, _>("settings").as_str())?,
-                clock: r.get::<Option<i64>, _>("clock").map(from_micros),
-                created_at: from_micros(r.get("created_at")),
+                id,
+                name,
+                test_mode,
+                settings: from_json(&settings)?,
+                clock: clock.map(from_micros),
+                created_at: from_micros(created_at),
             })
         })
         .transpose()
     }
 
     async fn tenant_ids(&self) -> StoreResult<Vec<String>> {
-        sqlx::query_scalar("SELECT id FROM tenants ORDER BY id")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(be)
+        self.read(|c| strings(c, "SELECT id FROM tenants ORDER BY id", &[]))
     }
 
     async fn update_tenant(&self, tenant: &Tenant) -> StoreResult<()> {
-        sqlx::query("UPDATE tenants SET name = ?, settings = ?, clock = ? WHERE id = ?")
-            .bind(&tenant.name)
-            .bind(to_json(&tenant.settings)?)
-            .bind(tenant.clock.map(micros))
-            .bind(&tenant.id)
-            .execute(&self.pool)
-            .await
-            .map_err(be)?;
-        Ok(())
+        let t = tenant.clone();
+        let settings = to_json(&tenant.settings)?;
+        self.write(move |tx| {
+            tx.prepare_cached("UPDATE tenants SET name = ?, settings = ?, clock = ? WHERE id = ?")
+                .map_err(be)?
+                .execute(params![t.name, settings, t.clock.map(micros), t.id])
+                .map_err(be)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn catalog(&self, tenant: &str) -> StoreResult<Catalog> {
-        let body: Option<String> = sqlx::query_scalar("SELECT catalog FROM tenants WHERE id = ?")
-            .bind(tenant)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(be)?;
+        let body =
+            self.read(|c| string(c, "SELECT catalog FROM tenants WHERE id = ?", &[&tenant]))?;
         match body {
             Some(b) => from_json(&b),
             None => Ok(Catalog::default()),
@@ -690,45 +938,49 @@ impl Store for SqliteStore {
     }
 
     async fn save_catalog(&self, tenant: &str, catalog: &Catalog) -> StoreResult<()> {
-        sqlx::query("UPDATE tenants SET catalog = ? WHERE id = ?")
-            .bind(to_json(catalog)?)
-            .bind(tenant)
-            .execute(&self.pool)
-            .await
+        let body = to_json(catalog)?;
+        let tenant = tenant.to_string();
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE tenants SET catalog = ? WHERE id = ?",
+                params![body, tenant],
+            )
             .map_err(be)?;
-        Ok(())
+            Ok(())
+        })
+        .await
     }
 
     async fn save_customer(&self, tenant: &str, c: &Customer) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO customers (tenant_id, id, slug, body) VALUES (?, ?, ?, ?)
-             ON CONFLICT (tenant_id, id) DO UPDATE SET slug = excluded.slug, body = excluded.body",
-        )
-        .bind(tenant)
-        .bind(&c.id)
-        .bind(&c.slug)
-        .bind(to_json(c)?)
-        .execute(&self.pool)
+        let body = to_json(c)?;
+        let (tenant, id, slug) = (tenant.to_string(), c.id.clone(), c.slug.clone());
+        self.write(move |tx| {
+            tx.prepare_cached(
+                "INSERT INTO customers (tenant_id, id, slug, body) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (tenant_id, id) DO UPDATE SET slug = excluded.slug, body = excluded.body",
+            )
+            .map_err(be)?
+            .execute(params![tenant, id, slug, body])
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Duplicate("customer slug".into())
+                } else {
+                    be(e)
+                }
+            })?;
+            Ok(())
+        })
         .await
-        .map_err(|e| match e {
-            sqlx::Error::Database(d) if d.is_unique_violation() => {
-                StoreError::Duplicate("customer slug".into())
-            }
-            other => be(other),
-        })?;
-        Ok(())
     }
 
     async fn customer(&self, tenant: &str, id_or_slug: &str) -> StoreResult<Option<Customer>> {
-        let body: Option<String> = sqlx::query_scalar(
-            "SELECT body FROM customers WHERE tenant_id = ? AND (id = ? OR slug = ?)",
-        )
-        .bind(tenant)
-        .bind(id_or_slug)
-        .bind(id_or_slug)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(be)?;
+        let body = self.read(|c| {
+            string(
+                c,
+                "SELECT body FROM customers WHERE tenant_id = ?1 AND (id = ?2 OR slug = ?2)",
+                &[&tenant, &id_or_slug],
+            )
+        })?;
         body.map(|b| from_json(&b)).transpose()
     }
 
@@ -737,19 +989,20 @@ impl Store for SqliteStore {
         tenant: &str,
         customer_id: &str,
     ) -> StoreResult<BTreeMap<Currency, Decimal>> {
-        let rows = sqlx::query(
-            "SELECT currency, amount FROM balances WHERE tenant_id = ? AND customer_id = ?",
-        )
-        .bind(tenant)
-        .bind(customer_id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(be)?;
+        let rows: Vec<(String, String)> = self.read(|c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT currency, amount FROM balances WHERE tenant_id = ? AND customer_id = ?",
+                )
+                .map_err(be)?;
+            st.query_map(params![tenant, customer_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(be)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(be)
+        })?;
         let mut out = BTreeMap::new();
-        for r in rows {
-            let cur = Currency::from_str(r.get::<String, _>("currency").as_str()).map_err(be)?;
-            let amt = Decimal::from_str(r.get::<String, _>("amount").as_str()).map_err(be)?;
-            out.insert(cur, amt);
+        for (cur, amt) in rows {
+            out.insert(Currency::from_str(&cur).map_err(be)?, decimal(&amt)?);
         }
         Ok(out)
     }
@@ -757,15 +1010,14 @@ impl Store for SqliteStore {
     async fn customers_by_ids(&self, tenant: &str, ids: &[String]) -> StoreResult<Vec<Customer>> {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(ROWS_PER_STATEMENT * 4) {
-            let mut q = sqlx::QueryBuilder::new("SELECT body FROM customers WHERE tenant_id = ");
-            q.push_bind(tenant).push(" AND id IN (");
-            let mut sep = q.separated(", ");
-            for id in chunk {
-                sep.push_bind(id);
-            }
-            q.push(")");
-            for r in q.build().fetch_all(&self.pool).await.map_err(be)? {
-                out.push(from_json(r.get::<String, _>(0).as_str())?);
+            let sql = format!(
+                "SELECT body FROM customers WHERE tenant_id = ? AND id IN ({})",
+                marks(chunk.len())
+            );
+            let mut values: Vec<&dyn ToSql> = vec![&tenant];
+            values.extend(chunk.iter().map(|k| k as &dyn ToSql));
+            for b in self.read(|c| strings(c, &sql, &values))? {
+                out.push(from_json(&b)?);
             }
         }
         Ok(out)
@@ -778,38 +1030,37 @@ impl Store for SqliteStore {
     ) -> StoreResult<BTreeMap<String, BTreeMap<Currency, Decimal>>> {
         let mut out: BTreeMap<String, BTreeMap<Currency, Decimal>> = BTreeMap::new();
         for chunk in customer_ids.chunks(ROWS_PER_STATEMENT * 4) {
-            let mut q = sqlx::QueryBuilder::new(
-                "SELECT customer_id, currency, amount FROM balances WHERE tenant_id = ",
+            let sql = format!(
+                "SELECT customer_id, currency, amount FROM balances WHERE tenant_id = ? AND customer_id IN ({})",
+                marks(chunk.len())
             );
-            q.push_bind(tenant).push(" AND customer_id IN (");
-            let mut sep = q.separated(", ");
-            for id in chunk {
-                sep.push_bind(id);
-            }
-            q.push(")");
-            for r in q.build().fetch_all(&self.pool).await.map_err(be)? {
-                let cur = Currency::from_str(r.get::<String, _>(1).as_str()).map_err(be)?;
-                let amt = Decimal::from_str(r.get::<String, _>(2).as_str()).map_err(be)?;
-                out.entry(r.get(0)).or_default().insert(cur, amt);
+            let mut values: Vec<&dyn ToSql> = vec![&tenant];
+            values.extend(chunk.iter().map(|k| k as &dyn ToSql));
+            let rows: Vec<(String, String, String)> = self.read(|c| {
+                let mut st = c.prepare_cached(&sql).map_err(be)?;
+                st.query_map(values.as_slice(), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .map_err(be)?
+                    .collect::<rusqlite::Result<_>>()
+                    .map_err(be)
+            })?;
+            for (customer, cur, amt) in rows {
+                out.entry(customer)
+                    .or_default()
+                    .insert(Currency::from_str(&cur).map_err(be)?, decimal(&amt)?);
             }
         }
         Ok(out)
     }
 
     async fn contract(&self, tenant: &str, id: &str) -> StoreResult<Option<StoredContract>> {
-        let row = sqlx::query("SELECT body, version FROM contracts WHERE tenant_id = ? AND id = ?")
-            .bind(tenant)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(be)?;
-        row.map(|r| {
-            Ok(StoredContract {
-                contract: from_json(r.get::<String, _>("body").as_str())?,
-                version: r.get("version"),
-            })
-        })
-        .transpose()
+        let row = self.read(|c| {
+            c.prepare_cached("SELECT body, version FROM contracts WHERE tenant_id = ? AND id = ?")
+                .map_err(be)?
+                .query_row(params![tenant, id], stored_contract)
+                .optional()
+                .map_err(be)
+        })?;
+        row.map(contract_of).transpose()
     }
 
     async fn contracts(
@@ -818,96 +1069,102 @@ impl Store for SqliteStore {
         customer_id: Option<&str>,
         page: &Page,
     ) -> StoreResult<(Vec<StoredContract>, u64)> {
-        let total: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM contracts WHERE tenant_id = ? AND (? IS NULL OR customer_id = ?)",
-        )
-        .bind(tenant)
-        .bind(customer_id)
-        .bind(customer_id)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(be)?;
-        let rows = sqlx::query(
-            "SELECT body, version FROM contracts WHERE tenant_id = ? AND (? IS NULL OR customer_id = ?)
-             ORDER BY created_seq LIMIT ? OFFSET ?",
-        )
-        .bind(tenant)
-        .bind(customer_id)
-        .bind(customer_id)
-        .bind(page.limit.min(i64::MAX as u64) as i64)
-        .bind(page.offset.min(i64::MAX as u64) as i64)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(be)?;
+        let (total, rows) = self.read(|c| {
+            let total = count(
+                c,
+                "SELECT COUNT(*) FROM contracts WHERE tenant_id = ?1 AND (?2 IS NULL OR customer_id = ?2)",
+                &[&tenant, &customer_id],
+            )?;
+            let mut st = c
+                .prepare_cached(
+                    "SELECT body, version FROM contracts WHERE tenant_id = ?1 AND (?2 IS NULL OR customer_id = ?2)
+                     ORDER BY created_seq LIMIT ?3 OFFSET ?4",
+                )
+                .map_err(be)?;
+            let rows: Vec<(String, i64)> = st
+                .query_map(
+                    params![tenant, customer_id, limit(page.limit), limit(page.offset)],
+                    stored_contract,
+                )
+                .map_err(be)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(be)?;
+            Ok((total, rows))
+        })?;
         let list = rows
-            .iter()
-            .map(|r| {
-                Ok(StoredContract {
-                    contract: from_json(r.get::<String, _>("body").as_str())?,
-                    version: r.get("version"),
-                })
-            })
+            .into_iter()
+            .map(contract_of)
             .collect::<StoreResult<Vec<_>>>()?;
-        Ok((list, total as u64))
+        Ok((list, total))
     }
 
     async fn due_contracts(
         &self,
         tenant: &str,
         until: Timestamp,
-        limit: u64,
+        max: u64,
     ) -> StoreResult<Vec<String>> {
-        sqlx::query_scalar(
-            "SELECT id FROM contracts WHERE tenant_id = ? AND next_due IS NOT NULL AND next_due <= ?
-             ORDER BY next_due, id LIMIT ?",
-        )
-        .bind(tenant)
-        .bind(micros(until))
-        .bind(limit.min(i64::MAX as u64) as i64)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(be)
+        self.read(|c| {
+            strings(
+                c,
+                "SELECT id FROM contracts WHERE tenant_id = ? AND next_due IS NOT NULL AND next_due <= ?
+                 ORDER BY next_due, id LIMIT ?",
+                &[&tenant, &micros(until), &limit(max)],
+            )
+        })
     }
 
     async fn claim_due(
         &self,
         tenant: &str,
         until: Timestamp,
-        limit: u64,
+        max: u64,
         now: Timestamp,
         lease_until: Timestamp,
     ) -> StoreResult<Vec<String>> {
-        // SQLite has one writer at a time: the INSERT ... SELECT ... RETURNING is the claim,
-        // written to the narrow claims table (an expired claim is taken over in place).
-        let mut rows: Vec<(String, i64)> = sqlx::query_as(
-            "INSERT INTO claims (tenant_id, contract_id, due, claimed_until)
-             SELECT c.tenant_id, c.id, c.next_due, ? FROM contracts c
-             LEFT JOIN claims k ON k.tenant_id = c.tenant_id AND k.contract_id = c.id
-             WHERE c.tenant_id = ? AND c.next_due IS NOT NULL AND c.next_due <= ?
-               AND (k.claimed_until IS NULL OR k.claimed_until < ?)
-             ORDER BY c.next_due LIMIT ?
-             ON CONFLICT (tenant_id, contract_id)
-             DO UPDATE SET due = excluded.due, claimed_until = excluded.claimed_until
-             RETURNING contract_id, due",
-        )
-        .bind(micros(lease_until))
-        .bind(tenant)
-        .bind(micros(until))
-        .bind(micros(now))
-        .bind(limit.min(i64::MAX as u64) as i64)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(be)?;
+        let tenant = tenant.to_string();
+        let mut rows: Vec<(String, i64)> = self
+            .write(move |tx| {
+                // SQLite has one writer at a time: the INSERT ... SELECT ... RETURNING is the
+                // claim, written to the narrow claims table (an expired claim is taken over in
+                // place).
+                let mut st = tx
+                    .prepare_cached(
+                        "INSERT INTO claims (tenant_id, contract_id, due, claimed_until)
+                         SELECT c.tenant_id, c.id, c.next_due, ? FROM contracts c
+                         LEFT JOIN claims k ON k.tenant_id = c.tenant_id AND k.contract_id = c.id
+                         WHERE c.tenant_id = ? AND c.next_due IS NOT NULL AND c.next_due <= ?
+                           AND (k.claimed_until IS NULL OR k.claimed_until < ?)
+                         ORDER BY c.next_due LIMIT ?
+                         ON CONFLICT (tenant_id, contract_id)
+                         DO UPDATE SET due = excluded.due, claimed_until = excluded.claimed_until
+                         RETURNING contract_id, due",
+                    )
+                    .map_err(be)?;
+                st.query_map(
+                    params![
+                        micros(lease_until),
+                        tenant,
+                        micros(until),
+                        micros(now),
+                        limit(max)
+                    ],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(be)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(be)
+            })
+            .await?;
         // RETURNING does not keep the query's order: put them back in due order.
         rows.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
         Ok(rows.into_iter().map(|(id, _)| id).collect())
     }
 
     async fn commit(&self, tenant: &str, commit: Commit) -> StoreResult<Committed> {
-        let mut tx = self.pool.begin().await.map_err(be)?;
-        let done = write_commit(&mut tx, tenant, commit).await?;
-        tx.commit().await.map_err(be)?;
-        Ok(done)
+        let tenant = tenant.to_string();
+        self.write(move |tx| write_commit(tx, &tenant, commit))
+            .await
     }
 
     async fn commit_batch(
@@ -915,23 +1172,45 @@ impl Store for SqliteStore {
         tenant: &str,
         commits: Vec<Commit>,
     ) -> StoreResult<Vec<StoreResult<Committed>>> {
-        let mut tx = self.pool.begin().await.map_err(be)?;
-        if let Some(done) = write_batch(&mut tx, tenant, &commits).await? {
-            tx.commit().await.map_err(be)?;
-            return Ok(done.into_iter().map(Ok).collect());
-        }
-        tx.rollback().await.map_err(be)?;
-        let mut tx = self.pool.begin().await.map_err(be)?;
-        let mut out = Vec::with_capacity(commits.len());
-        for commit in commits {
-            match write_commit(&mut tx, tenant, commit).await {
-                Err(StoreError::Conflict) => out.push(Err(StoreError::Conflict)),
-                Err(e) => return Err(e),
-                Ok(done) => out.push(Ok(done)),
+        let tenant = tenant.to_string();
+        let writer = self.writer.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = writer
+                .lock()
+                .map_err(|_| be("the writer connection is poisoned"))?;
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(be)?;
+            if let Some(done) = write_batch(&tx, &tenant, &commits)? {
+                tx.commit().map_err(be)?;
+                return Ok(done.into_iter().map(Ok).collect());
             }
-        }
-        tx.commit().await.map_err(be)?;
-        Ok(out)
+            tx.rollback().map_err(be)?;
+            let mut tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(be)?;
+            let mut out = Vec::with_capacity(commits.len());
+            for commit in commits {
+                // Each commit in its own savepoint: a conflict leaves nothing of it behind.
+                let sp = tx.savepoint().map_err(be)?;
+                match write_commit(&sp, &tenant, commit) {
+                    Err(StoreError::Conflict) => {
+                        // Dropping the savepoint rolls it back.
+                        drop(sp);
+                        out.push(Err(StoreError::Conflict));
+                    }
+                    Err(e) => return Err(e),
+                    Ok(done) => {
+                        sp.commit().map_err(be)?;
+                        out.push(Ok(done));
+                    }
+                }
+            }
+            tx.commit().map_err(be)?;
+            Ok(out)
+        })
+        .await
+        .map_err(be)?
     }
 
     async fn contracts_by_ids(
@@ -941,19 +1220,21 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<StoredContract>> {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(500) {
-            let mut q =
-                sqlx::QueryBuilder::new("SELECT body, version FROM contracts WHERE tenant_id = ");
-            q.push_bind(tenant).push(" AND id IN (");
-            let mut sep = q.separated(", ");
-            for id in chunk {
-                sep.push_bind(id);
-            }
-            q.push(")");
-            for r in q.build().fetch_all(&self.pool).await.map_err(be)? {
-                out.push(StoredContract {
-                    contract: from_json(r.get::<String, _>("body").as_str())?,
-                    version: r.get("version"),
-                });
+            let sql = format!(
+                "SELECT body, version FROM contracts WHERE tenant_id = ? AND id IN ({})",
+                marks(chunk.len())
+            );
+            let mut values: Vec<&dyn ToSql> = vec![&tenant];
+            values.extend(chunk.iter().map(|k| k as &dyn ToSql));
+            let rows: Vec<(String, i64)> = self.read(|c| {
+                let mut st = c.prepare_cached(&sql).map_err(be)?;
+                st.query_map(values.as_slice(), stored_contract)
+                    .map_err(be)?
+                    .collect::<rusqlite::Result<_>>()
+                    .map_err(be)
+            })?;
+            for r in rows {
+                out.push(contract_of(r)?);
             }
         }
         Ok(out)
@@ -966,29 +1247,24 @@ impl Store for SqliteStore {
         since: Timestamp,
     ) -> StoreResult<BTreeMap<String, Vec<UsageRecord>>> {
         let mut out: BTreeMap<String, Vec<UsageRecord>> = BTreeMap::new();
+        let since = micros(since);
         for chunk in contract_ids.chunks(500) {
-            let mut q = sqlx::QueryBuilder::new(
-                "SELECT contract_id, feature_slug, units, ts, is_absolute FROM usage_records WHERE tenant_id = ",
+            let sql = format!(
+                "SELECT contract_id, feature_slug, units, ts, is_absolute FROM usage_records
+                 WHERE tenant_id = ? AND ts >= ? AND contract_id IN ({}) ORDER BY seq",
+                marks(chunk.len())
             );
-            q.push_bind(tenant)
-                .push(" AND ts >= ")
-                .push_bind(micros(since))
-                .push(" AND contract_id IN (");
-            let mut sep = q.separated(", ");
-            for id in chunk {
-                sep.push_bind(id);
-            }
-            q.push(") ORDER BY seq");
-            for r in q.build().fetch_all(&self.pool).await.map_err(be)? {
-                out.entry(r.get("contract_id"))
-                    .or_default()
-                    .push(UsageRecord {
-                        feature_slug: r.get("feature_slug"),
-                        units: Decimal::from_str(r.get::<String, _>("units").as_str())
-                            .map_err(be)?,
-                        timestamp: from_micros(r.get("ts")),
-                        is_absolute: r.get("is_absolute"),
-                    });
+            let mut values: Vec<&dyn ToSql> = vec![&tenant, &since];
+            values.extend(chunk.iter().map(|k| k as &dyn ToSql));
+            let rows: Vec<(String, (String, String, i64, bool))> = self.read(|c| {
+                let mut st = c.prepare_cached(&sql).map_err(be)?;
+                st.query_map(values.as_slice(), |r| Ok((r.get(0)?, usage_of_row(r, 1)?)))
+                    .map_err(be)?
+                    .collect::<rusqlite::Result<_>>()
+                    .map_err(be)
+            })?;
+            for (contract, u) in rows {
+                out.entry(contract).or_default().push(usage_record(u)?);
             }
         }
         Ok(out)
@@ -1000,9 +1276,13 @@ impl Store for SqliteStore {
         contract_id: &str,
         records: &[UsageRecord],
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(be)?;
-        insert_usage(&mut tx, tenant, contract_id, records).await?;
-        tx.commit().await.map_err(be)
+        let (tenant, contract_id, records) = (
+            tenant.to_string(),
+            contract_id.to_string(),
+            records.to_vec(),
+        );
+        self.write(move |tx| insert_usage(tx, &tenant, &contract_id, &records))
+            .await
     }
 
     async fn usage(
@@ -1011,26 +1291,21 @@ impl Store for SqliteStore {
         contract_id: &str,
         since: Timestamp,
     ) -> StoreResult<Vec<UsageRecord>> {
-        let rows = sqlx::query(
-            "SELECT feature_slug, units, ts, is_absolute FROM usage_records
-             WHERE tenant_id = ? AND contract_id = ? AND ts >= ? ORDER BY seq",
-        )
-        .bind(tenant)
-        .bind(contract_id)
-        .bind(micros(since))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(be)?;
-        rows.iter()
-            .map(|r| {
-                Ok(UsageRecord {
-                    feature_slug: r.get("feature_slug"),
-                    units: Decimal::from_str(r.get::<String, _>("units").as_str()).map_err(be)?,
-                    timestamp: from_micros(r.get("ts")),
-                    is_absolute: r.get("is_absolute"),
-                })
+        let rows: Vec<(String, String, i64, bool)> = self.read(|c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT feature_slug, units, ts, is_absolute FROM usage_records
+                     WHERE tenant_id = ? AND contract_id = ? AND ts >= ? ORDER BY seq",
+                )
+                .map_err(be)?;
+            st.query_map(params![tenant, contract_id, micros(since)], |r| {
+                usage_of_row(r, 0)
             })
-            .collect()
+            .map_err(be)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(be)
+        })?;
+        rows.into_iter().map(usage_record).collect()
     }
 
     async fn invoices(
@@ -1039,60 +1314,57 @@ impl Store for SqliteStore {
         f: &InvoiceFilter,
         page: &Page,
     ) -> StoreResult<(Vec<Invoice>, u64)> {
-        let cond =
-            "tenant_id = ? AND (? IS NULL OR customer_id = ?) AND (? IS NULL OR contract_id = ?)
-                    AND (? IS NULL OR issued_at >= ?) AND (? IS NULL OR issued_at < ?)";
+        let cond = "tenant_id = ?1 AND (?2 IS NULL OR customer_id = ?2) AND (?3 IS NULL OR contract_id = ?3)
+                    AND (?4 IS NULL OR issued_at >= ?4) AND (?5 IS NULL OR issued_at < ?5)";
         let after = f.date_after.map(micros);
         let before = f.date_before.map(micros);
-        let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM invoices WHERE {cond}"))
-            .bind(tenant)
-            .bind(&f.customer_id)
-            .bind(&f.customer_id)
-            .bind(&f.contract_id)
-            .bind(&f.contract_id)
-            .bind(after)
-            .bind(after)
-            .bind(before)
-            .bind(before)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(be)?;
-        let rows = sqlx::query(&format!(
-            "SELECT id, number, status, body FROM invoices WHERE {cond} ORDER BY seq LIMIT ? OFFSET ?"
-        ))
-        .bind(tenant)
-        .bind(&f.customer_id)
-        .bind(&f.customer_id)
-        .bind(&f.contract_id)
-        .bind(&f.contract_id)
-        .bind(after)
-        .bind(after)
-        .bind(before)
-        .bind(before)
-        .bind(page.limit.min(i64::MAX as u64) as i64)
-        .bind(page.offset.min(i64::MAX as u64) as i64)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(be)?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            out.push(self.read_invoice(tenant, r).await?);
-        }
-        Ok((out, total as u64))
+        let (total, rows) = self.read(|c| {
+            let total = count(
+                c,
+                &format!("SELECT COUNT(*) FROM invoices WHERE {cond}"),
+                &[&tenant, &f.customer_id, &f.contract_id, &after, &before],
+            )?;
+            let mut st = c
+                .prepare_cached(&format!(
+                    "SELECT id, number, status, body FROM invoices WHERE {cond} ORDER BY seq LIMIT ?6 OFFSET ?7"
+                ))
+                .map_err(be)?;
+            let rows: Vec<(String, String, String, String)> = st
+                .query_map(
+                    params![
+                        tenant,
+                        f.customer_id,
+                        f.contract_id,
+                        after,
+                        before,
+                        limit(page.limit),
+                        limit(page.offset)
+                    ],
+                    read_invoice,
+                )
+                .map_err(be)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(be)?;
+            Ok((total, rows))
+        })?;
+        let out = rows
+            .into_iter()
+            .map(invoice_of)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok((out, total))
     }
 
     async fn invoice(&self, tenant: &str, id: &str) -> StoreResult<Option<Invoice>> {
-        let row = sqlx::query("SELECT id, number, status, body FROM invoices WHERE tenant_id = ? AND (id = ? OR number = ?)")
-            .bind(tenant)
-            .bind(id)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(be)?;
-        match row {
-            Some(r) => Ok(Some(self.read_invoice(tenant, &r).await?)),
-            None => Ok(None),
-        }
+        let row = self.read(|c| {
+            c.prepare_cached(
+                "SELECT id, number, status, body FROM invoices WHERE tenant_id = ?1 AND (id = ?2 OR number = ?2)",
+            )
+            .map_err(be)?
+            .query_row(params![tenant, id], read_invoice)
+            .optional()
+            .map_err(be)
+        })?;
+        row.map(invoice_of).transpose()
     }
 
     async fn set_invoice_status(
@@ -1102,58 +1374,51 @@ impl Store for SqliteStore {
         status: InvoiceStatus,
         event: &Event,
     ) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await.map_err(be)?;
-        let moved = sqlx::query(
-            "UPDATE invoices SET status = ? WHERE tenant_id = ? AND id = ? AND status = 'open'",
-        )
-        .bind(status_str(status))
-        .bind(tenant)
-        .bind(id)
-        .execute(&mut *tx)
+        let (tenant, id, event) = (tenant.to_string(), id.to_string(), event.clone());
+        let writer = self.writer.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = writer.lock().map_err(|_| be("the writer connection is poisoned"))?;
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(be)?;
+            let moved = tx
+                .execute(
+                    "UPDATE invoices SET status = ? WHERE tenant_id = ? AND id = ? AND status = 'open'",
+                    params![status_str(status), tenant, id],
+                )
+                .map_err(be)?;
+            if moved == 0 {
+                tx.rollback().map_err(be)?;
+                return Ok(false);
+            }
+            insert_event(&tx, &tenant, &event)?;
+            write_deliveries(&tx, &tenant, &[&event])?;
+            tx.commit().map_err(be)?;
+            Ok(true)
+        })
         .await
         .map_err(be)?
-        .rows_affected();
-        if moved == 0 {
-            tx.rollback().await.map_err(be)?;
-            return Ok(false);
-        }
-        sqlx::query(
-            "INSERT INTO events (tenant_id, id, seq, contract_id, body)
-             VALUES (?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE tenant_id = ?), ?, ?)",
-        )
-        .bind(tenant)
-        .bind(&event.id)
-        .bind(tenant)
-        .bind(&event.contract_id)
-        .bind(to_json(event)?)
-        .execute(&mut *tx)
-        .await
-        .map_err(be)?;
-        write_deliveries(&mut tx, tenant, &[event]).await?;
-        tx.commit().await.map_err(be)?;
-        Ok(true)
     }
 
     async fn events(&self, tenant: &str, contract_id: &str) -> StoreResult<Vec<Event>> {
-        let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT body FROM events WHERE tenant_id = ? AND contract_id = ? ORDER BY seq",
-        )
-        .bind(tenant)
-        .bind(contract_id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(be)?;
+        let rows = self.read(|c| {
+            strings(
+                c,
+                "SELECT body FROM events WHERE tenant_id = ? AND contract_id = ? ORDER BY seq",
+                &[&tenant, &contract_id],
+            )
+        })?;
         rows.iter().map(|b| from_json(b)).collect()
     }
 
     async fn idempotent(&self, tenant: &str, key: &str) -> StoreResult<Option<IdempotentResponse>> {
-        let body: Option<String> =
-            sqlx::query_scalar("SELECT body FROM idempotency WHERE tenant_id = ? AND key = ?")
-                .bind(tenant)
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(be)?;
+        let body = self.read(|c| {
+            string(
+                c,
+                "SELECT body FROM idempotency WHERE tenant_id = ? AND key = ?",
+                &[&tenant, &key],
+            )
+        })?;
         body.map(|b| from_json(&b)).transpose()
     }
 
@@ -1163,68 +1428,70 @@ impl Store for SqliteStore {
         key: &str,
         response: &IdempotentResponse,
     ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO idempotency (tenant_id, key, body) VALUES (?, ?, ?)
-             ON CONFLICT (tenant_id, key) DO NOTHING",
-        )
-        .bind(tenant)
-        .bind(key)
-        .bind(to_json(response)?)
-        .execute(&self.pool)
+        let (tenant, key, body) = (tenant.to_string(), key.to_string(), to_json(response)?);
+        self.write(move |tx| {
+            tx.prepare_cached(
+                "INSERT INTO idempotency (tenant_id, key, body) VALUES (?, ?, ?)
+                 ON CONFLICT (tenant_id, key) DO NOTHING",
+            )
+            .map_err(be)?
+            .execute(params![tenant, key, body])
+            .map_err(be)?;
+            Ok(())
+        })
         .await
-        .map_err(be)?;
-        Ok(())
     }
 
     async fn save_order(&self, tenant: &str, order: &Order) -> StoreResult<bool> {
-        upsert_order(&self.pool, tenant, order).await
+        let (tenant, order) = (tenant.to_string(), order.clone());
+        self.write(move |tx| upsert_order(tx, &tenant, &order))
+            .await
     }
 
     async fn order(&self, tenant: &str, id: &str) -> StoreResult<Option<Order>> {
-        let body: Option<String> =
-            sqlx::query_scalar("SELECT body FROM orders WHERE tenant_id = ? AND id = ?")
-                .bind(tenant)
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(be)?;
+        let body = self.read(|c| {
+            string(
+                c,
+                "SELECT body FROM orders WHERE tenant_id = ? AND id = ?",
+                &[&tenant, &id],
+            )
+        })?;
         body.map(|b| from_json(&b)).transpose()
     }
 
     async fn orders(&self, tenant: &str, contract_id: &str) -> StoreResult<Vec<Order>> {
-        let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT body FROM orders WHERE tenant_id = ? AND contract_id = ? ORDER BY seq",
-        )
-        .bind(tenant)
-        .bind(contract_id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(be)?;
+        let rows = self.read(|c| {
+            strings(
+                c,
+                "SELECT body FROM orders WHERE tenant_id = ? AND contract_id = ? ORDER BY seq",
+                &[&tenant, &contract_id],
+            )
+        })?;
         rows.iter().map(|b| from_json(b)).collect()
     }
 
     async fn save_webhook(&self, tenant: &str, endpoint: &WebhookEndpoint) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO webhook_endpoints (tenant_id, id, body) VALUES (?, ?, ?)
-             ON CONFLICT (tenant_id, id) DO UPDATE SET body = excluded.body",
-        )
-        .bind(tenant)
-        .bind(&endpoint.id)
-        .bind(to_json(endpoint)?)
-        .execute(&self.pool)
+        let (tenant, id, body) = (tenant.to_string(), endpoint.id.clone(), to_json(endpoint)?);
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO webhook_endpoints (tenant_id, id, body) VALUES (?, ?, ?)
+                 ON CONFLICT (tenant_id, id) DO UPDATE SET body = excluded.body",
+                params![tenant, id, body],
+            )
+            .map_err(be)?;
+            Ok(())
+        })
         .await
-        .map_err(be)?;
-        Ok(())
     }
 
     async fn webhook(&self, tenant: &str, id: &str) -> StoreResult<Option<WebhookEndpoint>> {
-        let body: Option<String> =
-            sqlx::query_scalar("SELECT body FROM webhook_endpoints WHERE tenant_id = ? AND id = ?")
-                .bind(tenant)
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(be)?;
+        let body = self.read(|c| {
+            string(
+                c,
+                "SELECT body FROM webhook_endpoints WHERE tenant_id = ? AND id = ?",
+                &[&tenant, &id],
+            )
+        })?;
         body.map(|b| from_json(&b)).transpose()
     }
 
@@ -1233,75 +1500,79 @@ impl Store for SqliteStore {
         tenant: &str,
         page: &Page,
     ) -> StoreResult<(Vec<WebhookEndpoint>, u64)> {
-        let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT body FROM webhook_endpoints WHERE tenant_id = ? ORDER BY seq LIMIT ? OFFSET ?",
-        )
-        .bind(tenant)
-        .bind(page.limit.min(i64::MAX as u64) as i64)
-        .bind(page.offset.min(i64::MAX as u64) as i64)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(be)?;
-        let total: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM webhook_endpoints WHERE tenant_id = ?")
-                .bind(tenant)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(be)?;
+        let (rows, total) = self.read(|c| {
+            let rows = strings(
+                c,
+                "SELECT body FROM webhook_endpoints WHERE tenant_id = ? ORDER BY seq LIMIT ? OFFSET ?",
+                &[&tenant, &limit(page.limit), &limit(page.offset)],
+            )?;
+            let total = count(
+                c,
+                "SELECT COUNT(*) FROM webhook_endpoints WHERE tenant_id = ?",
+                &[&tenant],
+            )?;
+            Ok((rows, total))
+        })?;
         let rows = rows
             .iter()
             .map(|b| from_json(b))
             .collect::<StoreResult<_>>()?;
-        Ok((rows, total as u64))
+        Ok((rows, total))
     }
 
     async fn delete_webhook(&self, tenant: &str, id: &str) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await.map_err(be)?;
-        let gone = sqlx::query("DELETE FROM webhook_endpoints WHERE tenant_id = ? AND id = ?")
-            .bind(tenant)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(be)?
-            .rows_affected();
-        sqlx::query("DELETE FROM webhook_deliveries WHERE tenant_id = ? AND endpoint_id = ?")
-            .bind(tenant)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
+        let (tenant, id) = (tenant.to_string(), id.to_string());
+        self.write(move |tx| {
+            let gone = tx
+                .execute(
+                    "DELETE FROM webhook_endpoints WHERE tenant_id = ? AND id = ?",
+                    params![tenant, id],
+                )
+                .map_err(be)?;
+            tx.execute(
+                "DELETE FROM webhook_deliveries WHERE tenant_id = ? AND endpoint_id = ?",
+                params![tenant, id],
+            )
             .map_err(be)?;
-        tx.commit().await.map_err(be)?;
-        Ok(gone > 0)
+            Ok(gone > 0)
+        })
+        .await
     }
 
     async fn claim_deliveries(
         &self,
-        limit: u64,
+        max: u64,
         now: Timestamp,
         lease_until: Timestamp,
     ) -> StoreResult<Vec<DeliveryJob>> {
-        let claimed: Vec<(String, String)> = sqlx::query_as(CLAIM_DELIVERIES)
-            .bind(micros(lease_until))
-            .bind(micros(now))
-            .bind(micros(now))
-            .bind(limit.min(i64::MAX as u64) as i64)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(be)?;
+        let claimed: Vec<(String, String)> = self
+            .write(move |tx| {
+                let mut st = tx.prepare_cached(CLAIM_DELIVERIES).map_err(be)?;
+                st.query_map(
+                    params![micros(lease_until), micros(now), micros(now), limit(max)],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(be)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(be)
+            })
+            .await?;
         let mut jobs = Vec::with_capacity(claimed.len());
         for (tenant_id, body) in claimed {
             let delivery: Delivery = from_json(&body)?;
-            let row: Option<(String, String)> = sqlx::query_as(
-                "SELECT w.body, e.body FROM webhook_endpoints w, events e
-                 WHERE w.tenant_id = ? AND w.id = ? AND e.tenant_id = ? AND e.id = ?",
-            )
-            .bind(&tenant_id)
-            .bind(&delivery.endpoint_id)
-            .bind(&tenant_id)
-            .bind(&delivery.event_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(be)?;
+            let row: Option<(String, String)> = self.read(|c| {
+                c.prepare_cached(
+                    "SELECT w.body, e.body FROM webhook_endpoints w, events e
+                     WHERE w.tenant_id = ?1 AND w.id = ?2 AND e.tenant_id = ?1 AND e.id = ?3",
+                )
+                .map_err(be)?
+                .query_row(
+                    params![tenant_id, delivery.endpoint_id, delivery.event_id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(be)
+            })?;
             let Some((endpoint, event)) = row else {
                 continue;
             };
@@ -1318,30 +1589,34 @@ impl Store for SqliteStore {
     }
 
     async fn save_delivery(&self, tenant: &str, delivery: &Delivery) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE webhook_deliveries SET status = ?, next_attempt_at = ?, claimed_until = NULL, body = ?
-             WHERE tenant_id = ? AND id = ?",
-        )
-        .bind(delivery.status.as_str())
-        .bind(delivery.next_attempt_at.map(micros))
-        .bind(to_json(delivery)?)
-        .bind(tenant)
-        .bind(&delivery.id)
-        .execute(&self.pool)
+        let (tenant, d, body) = (tenant.to_string(), delivery.clone(), to_json(delivery)?);
+        self.write(move |tx| {
+            tx.prepare_cached(
+                "UPDATE webhook_deliveries SET status = ?, next_attempt_at = ?, claimed_until = NULL, body = ?
+                 WHERE tenant_id = ? AND id = ?",
+            )
+            .map_err(be)?
+            .execute(params![
+                d.status.as_str(),
+                d.next_attempt_at.map(micros),
+                body,
+                tenant,
+                d.id
+            ])
+            .map_err(be)?;
+            Ok(())
+        })
         .await
-        .map_err(be)?;
-        Ok(())
     }
 
     async fn delivery(&self, tenant: &str, id: &str) -> StoreResult<Option<Delivery>> {
-        let body: Option<String> = sqlx::query_scalar(
-            "SELECT body FROM webhook_deliveries WHERE tenant_id = ? AND id = ?",
-        )
-        .bind(tenant)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(be)?;
+        let body = self.read(|c| {
+            string(
+                c,
+                "SELECT body FROM webhook_deliveries WHERE tenant_id = ? AND id = ?",
+                &[&tenant, &id],
+            )
+        })?;
         body.map(|b| from_json(&b)).transpose()
     }
 
@@ -1351,38 +1626,38 @@ impl Store for SqliteStore {
         endpoint_id: &str,
         page: &Page,
     ) -> StoreResult<(Vec<Delivery>, u64)> {
-        let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT body FROM webhook_deliveries WHERE tenant_id = ? AND endpoint_id = ?
-             ORDER BY seq DESC LIMIT ? OFFSET ?",
-        )
-        .bind(tenant)
-        .bind(endpoint_id)
-        .bind(page.limit.min(i64::MAX as u64) as i64)
-        .bind(page.offset.min(i64::MAX as u64) as i64)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(be)?;
-        let total: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM webhook_deliveries WHERE tenant_id = ? AND endpoint_id = ?",
-        )
-        .bind(tenant)
-        .bind(endpoint_id)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(be)?;
+        let (rows, total) = self.read(|c| {
+            let rows = strings(
+                c,
+                "SELECT body FROM webhook_deliveries WHERE tenant_id = ? AND endpoint_id = ?
+                 ORDER BY seq DESC LIMIT ? OFFSET ?",
+                &[
+                    &tenant,
+                    &endpoint_id,
+                    &limit(page.limit),
+                    &limit(page.offset),
+                ],
+            )?;
+            let total = count(
+                c,
+                "SELECT COUNT(*) FROM webhook_deliveries WHERE tenant_id = ? AND endpoint_id = ?",
+                &[&tenant, &endpoint_id],
+            )?;
+            Ok((rows, total))
+        })?;
         let rows = rows
             .iter()
             .map(|b| from_json(b))
             .collect::<StoreResult<_>>()?;
-        Ok((rows, total as u64))
+        Ok((rows, total))
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(be)?;
-        Ok(())
+        self.read(|c| {
+            c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .map_err(be)
+                .map(|_| ())
+        })
     }
 }
 
@@ -1399,5 +1674,13 @@ mod tests {
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
         }
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_store_passes_the_storage_suite() {
+        let store = super::SqliteStore::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        tally_app::testkit::run_all(std::sync::Arc::new(store)).await;
     }
 }
