@@ -4,8 +4,9 @@
 //! price, usage with usage recorded on every tenth contract), all due at the same instant; each
 //! renewal writes an invoice, its lines, an event, and advances the contract.
 //! Baseline: the same number of rows (one invoice, three lines, one event, one contract update
-//! per contract) written with plain batched inserts (1000 contracts per transaction) and no
-//! billing logic, on the same schema with the same SQLite settings (WAL, synchronous FULL).
+//! per contract) written with plain batched inserts (1000 contracts per transaction, multi-row
+//! statements through rusqlite with cached statements, the store's own driver) and no billing
+//! logic, on the same schema with the same SQLite settings (WAL, synchronous FULL).
 //!
 //! Run: `cargo bench -p tally --bench bill_run -- [N]` (default 20000). Prints rows/s of both,
 //! the ratio, and the peak resident memory of the process.
@@ -19,6 +20,7 @@ use std::time::Instant;
 
 use common::{ROWS, USED_AT, sign_up, tenant_with_customers};
 use jiff::Timestamp;
+use rusqlite::types::ToSql;
 use sqlx::QueryBuilder;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use tally_app::Tally;
@@ -83,6 +85,20 @@ type LineRow = (
     i64,
 );
 type EventRow = (String, String, i64, Option<String>, String);
+
+/// Runs `head VALUES (...), ... tail` for `rows` rows of `cols` columns with `values`.
+fn run(
+    tx: &rusqlite::Connection,
+    head: &str,
+    cols: usize,
+    rows: usize,
+    tail: &str,
+    values: &[&dyn ToSql],
+) {
+    let one = format!("({})", vec!["?"; cols].join(", "));
+    let sql = format!("{head} VALUES {} {tail}", vec![one; rows].join(", "));
+    tx.prepare_cached(&sql).unwrap().execute(values).unwrap();
+}
 
 /// Writes exactly the rows the bill run wrote (read back from its database, untimed) into a
 /// fresh database with the same schema and settings, with plain multi-row statements and no
@@ -149,6 +165,13 @@ async fn baseline(n: usize, dir: &std::path::Path) -> (f64, u64) {
         }
         tx.commit().await.unwrap();
     }
+    pool.close().await;
+    // The timed writes go through rusqlite with cached statements, as the store's do.
+    let mut raw = rusqlite::Connection::open(dir.join("baseline.db")).unwrap();
+    raw.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))
+        .unwrap();
+    raw.pragma_update(None, "synchronous", "FULL").unwrap();
+    raw.pragma_update(None, "cache_size", -16384).unwrap();
     let mut timed = std::time::Duration::ZERO;
     let mut rows = 0u64;
     for first in (0..n as i64).step_by(1000) {
@@ -173,70 +196,88 @@ async fn baseline(n: usize, dir: &std::path::Path) -> (f64, u64) {
         ))
         .bind(first).bind(first + 1000).bind(&tenant).fetch_all(&from).await.unwrap();
         let start = Instant::now();
-        let mut tx = pool.begin().await.unwrap();
+        let tx = raw.transaction().unwrap();
         for part in contracts.chunks(ROWS) {
-            let mut q = QueryBuilder::new("WITH v (id, status, due, body) AS (");
-            q.push_values(part, |mut b, c| {
-                b.push_bind(&c.1)
-                    .push_bind(&c.3)
-                    .push_bind(c.4)
-                    .push_bind(&c.7);
-            });
-            q.push(") UPDATE contracts SET status = v.status, next_due = v.due, version = contracts.version + 1, body = v.body FROM v WHERE contracts.tenant_id = ")
-                .push_bind(&contracts[0].0)
-                .push(" AND contracts.id = v.id");
-            q.build().execute(&mut *tx).await.unwrap();
+            let mut values: Vec<&dyn ToSql> = Vec::with_capacity(part.len() * 4 + 1);
+            for c in part {
+                values.extend([&c.1 as &dyn ToSql, &c.3, &c.4, &c.7]);
+            }
+            values.push(&contracts[0].0);
+            run(
+                &tx,
+                "WITH v (id, status, due, body) AS (",
+                4,
+                part.len(),
+                ") UPDATE contracts SET status = v.status, next_due = v.due, version = contracts.version + 1, body = v.body FROM v WHERE contracts.tenant_id = ? AND contracts.id = v.id",
+                &values,
+            );
         }
         for part in invoices.chunks(ROWS) {
-            let mut q = QueryBuilder::new(
-                "INSERT INTO invoices (tenant_id, id, seq, number, contract_id, customer_id, issued_at, status, step_key, body) ",
+            let mut values: Vec<&dyn ToSql> = Vec::with_capacity(part.len() * 10);
+            for r in part {
+                values.extend([
+                    &r.0 as &dyn ToSql,
+                    &r.1,
+                    &r.2,
+                    &r.3,
+                    &r.4,
+                    &r.5,
+                    &r.6,
+                    &r.7,
+                    &r.8,
+                    &r.9,
+                ]);
+            }
+            run(
+                &tx,
+                "INSERT INTO invoices (tenant_id, id, seq, number, contract_id, customer_id, issued_at, status, step_key, body)",
+                10,
+                part.len(),
+                "",
+                &values,
             );
-            q.push_values(part, |mut b, r| {
-                b.push_bind(&r.0)
-                    .push_bind(&r.1)
-                    .push_bind(r.2)
-                    .push_bind(&r.3)
-                    .push_bind(&r.4)
-                    .push_bind(&r.5)
-                    .push_bind(r.6)
-                    .push_bind(&r.7)
-                    .push_bind(&r.8)
-                    .push_bind(&r.9);
-            });
-            q.build().execute(&mut *tx).await.unwrap();
         }
         for part in lines.chunks(ROWS) {
-            let mut q = QueryBuilder::new(
-                "INSERT INTO invoice_lines (tenant_id, invoice_id, idx, kind, feature_slug, description, quantity, unit_amount, amount, period_start, period_end) ",
+            let mut values: Vec<&dyn ToSql> = Vec::with_capacity(part.len() * 11);
+            for r in part {
+                values.extend([
+                    &r.0 as &dyn ToSql,
+                    &r.1,
+                    &r.2,
+                    &r.3,
+                    &r.4,
+                    &r.5,
+                    &r.6,
+                    &r.7,
+                    &r.8,
+                    &r.9,
+                    &r.10,
+                ]);
+            }
+            run(
+                &tx,
+                "INSERT INTO invoice_lines (tenant_id, invoice_id, idx, kind, feature_slug, description, quantity, unit_amount, amount, period_start, period_end)",
+                11,
+                part.len(),
+                "",
+                &values,
             );
-            q.push_values(part, |mut b, r| {
-                b.push_bind(&r.0)
-                    .push_bind(&r.1)
-                    .push_bind(r.2)
-                    .push_bind(&r.3)
-                    .push_bind(&r.4)
-                    .push_bind(&r.5)
-                    .push_bind(&r.6)
-                    .push_bind(&r.7)
-                    .push_bind(&r.8)
-                    .push_bind(r.9)
-                    .push_bind(r.10);
-            });
-            q.build().execute(&mut *tx).await.unwrap();
         }
         for part in events.chunks(ROWS) {
-            let mut q =
-                QueryBuilder::new("INSERT INTO events (tenant_id, id, seq, contract_id, body) ");
-            q.push_values(part, |mut b, r| {
-                b.push_bind(&r.0)
-                    .push_bind(&r.1)
-                    .push_bind(r.2)
-                    .push_bind(&r.3)
-                    .push_bind(&r.4);
-            });
-            q.build().execute(&mut *tx).await.unwrap();
+            let mut values: Vec<&dyn ToSql> = Vec::with_capacity(part.len() * 5);
+            for r in part {
+                values.extend([&r.0 as &dyn ToSql, &r.1, &r.2, &r.3, &r.4]);
+            }
+            run(
+                &tx,
+                "INSERT INTO events (tenant_id, id, seq, contract_id, body)",
+                5,
+                part.len(),
+                "",
+                &values,
+            );
         }
-        tx.commit().await.unwrap();
+        tx.commit().unwrap();
         timed += start.elapsed();
         rows += (contracts.len() + invoices.len() + lines.len() + events.len()) as u64;
     }
