@@ -383,37 +383,136 @@ pub struct AdvanceBody {
     pub to: Timestamp,
 }
 
-fn period_json(p: Option<&BillingPeriod>) -> Value {
-    match p {
-        Some(p) => json!({ "start": p.start, "end": p.end }),
-        None => Value::Null,
+/// A billing period on the wire.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PeriodView {
+    /// Start.
+    #[schema(value_type = String, format = DateTime)]
+    pub start: Timestamp,
+    /// End (none for a period without end).
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub end: Option<Timestamp>,
+}
+
+impl PeriodView {
+    fn of(p: &BillingPeriod) -> Self {
+        PeriodView {
+            start: p.start,
+            end: p.end,
+        }
     }
 }
 
-fn config_json(c: &Configuration) -> Value {
-    json!({
-        "plan_id": c.plan_id,
-        "plan": c.plan_slug,
-        "pricing_id": c.pricing_id,
-        "currency": c.currency,
-        "cycle": c.cycle,
-        "features": c.features.values().map(|f| json!({
-            "slug": f.slug,
-            "kind": f.kind,
-            "timing": f.timing,
-            "price": f.price,
-            "flat_fee": f.flat_fee,
-            "tiers": f.tiers,
-            "tier_mode": f.tier_mode,
-            "optional": f.optional,
-            "purchased": f.purchased,
-            "unit_count": f.quantity,
-        })).collect::<Vec<_>>(),
-        "discount": c.discount.as_ref().map(|d| json!({
-            "id": d.discount.id, "slug": d.discount.slug, "value": d.discount.value,
-            "duration": d.discount.duration, "first_period": d.first_period,
-        })),
+/// A feature as a contract records it: prices after overrides and units.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FeatureView<'a> {
+    /// Feature slug.
+    pub slug: &'a str,
+    /// `flat`, `per_unit` or `usage`.
+    #[schema(value_type = String)]
+    pub kind: FeatureKind,
+    /// `in_advance` or `in_arrears`.
+    #[schema(value_type = String)]
+    pub timing: Timing,
+    /// Price per unit.
+    #[schema(value_type = Option<String>)]
+    pub price: Option<Decimal>,
+    /// Flat fee per period.
+    #[schema(value_type = Option<String>)]
+    pub flat_fee: Option<Decimal>,
+    /// Tiers replacing the price.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub tiers: Option<&'a Vec<Tier>>,
+    /// `graduated` or `volume`.
+    #[schema(value_type = String)]
+    pub tier_mode: TierMode,
+    /// An add-on.
+    pub optional: bool,
+    /// On the contract.
+    pub purchased: bool,
+    /// Units purchased.
+    #[schema(value_type = String)]
+    pub unit_count: Decimal,
+}
+
+/// The discount of a configuration.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DiscountView<'a> {
+    /// Discount id.
+    pub id: &'a str,
+    /// Slug.
+    pub slug: &'a str,
+    /// `{percent_off}` or `{amount_off, currency}`.
+    #[schema(value_type = Object)]
+    pub value: &'a DiscountValue,
+    /// How long it applies.
+    #[schema(value_type = Object)]
+    pub duration: &'a DiscountDuration,
+    /// The period it applies from.
+    pub first_period: u32,
+}
+
+/// A configuration: plan, pricing, currency, cycle, features and discount.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ConfigView<'a> {
+    /// Plan id.
+    pub plan_id: &'a str,
+    /// Plan slug.
+    pub plan: &'a str,
+    /// Pricing id the prices came from.
+    pub pricing_id: &'a str,
+    /// Currency.
+    #[schema(value_type = String)]
+    pub currency: Currency,
+    /// Cycle.
+    #[schema(value_type = String)]
+    pub cycle: Cycle,
+    /// Features with their recorded prices and units.
+    pub features: Vec<FeatureView<'a>>,
+    /// The discount, if any.
+    pub discount: Option<DiscountView<'a>>,
+}
+
+fn features_of(c: &Configuration) -> Vec<FeatureView<'_>> {
+    c.features
+        .values()
+        .map(|f| FeatureView {
+            slug: &f.slug,
+            kind: f.kind,
+            timing: f.timing,
+            price: f.price,
+            flat_fee: f.flat_fee,
+            tiers: f.tiers.as_ref(),
+            tier_mode: f.tier_mode,
+            optional: f.optional,
+            purchased: f.purchased,
+            unit_count: f.quantity,
+        })
+        .collect()
+}
+
+fn discount_of(c: &Configuration) -> Option<DiscountView<'_>> {
+    c.discount.as_ref().map(|d| DiscountView {
+        id: &d.discount.id,
+        slug: &d.discount.slug,
+        value: &d.discount.value,
+        duration: &d.discount.duration,
+        first_period: d.first_period,
     })
+}
+
+impl<'a> ConfigView<'a> {
+    fn of(c: &'a Configuration) -> Self {
+        ConfigView {
+            plan_id: &c.plan_id,
+            plan: &c.plan_slug,
+            pricing_id: &c.pricing_id,
+            currency: c.currency,
+            cycle: c.cycle,
+            features: features_of(c),
+            discount: discount_of(c),
+        }
+    }
 }
 
 fn period_amount(c: &Configuration) -> Decimal {
@@ -424,58 +523,203 @@ fn period_amount(c: &Configuration) -> Decimal {
         .round_dp(c.currency.minor_units())
 }
 
-/// `GET /v1/c/contract/{id}`: Wingback's shape with Tally's phases and timeline.
-pub fn contract_json(c: &Contract, catalog: &Catalog) -> Value {
-    let plan = catalog.plan(&c.config.plan_id);
-    json!({
-        "billing_information": {
-            "current_period": period_json(c.period.as_ref()),
-            "current_period_idx": c.period_idx,
-        },
-        "contract_summary": {
-            "id": c.id,
-            "customer_id": c.customer_id,
-            "plan": plan.map(|p| p.name.clone()),
-            "plan_id": c.config.plan_id,
-            "pricing_id": c.config.pricing_id,
-            "status": c.status,
-            "cycle": c.config.cycle,
-            "currency": c.config.currency,
-            "amount": period_amount(&c.config),
-            "created": c.created_at,
-            "activation": c.activation,
-            "expiration": c.ended_at.or(c.cancel_at),
-            "free_trial_end": c.trial_end,
-            "next_cycle_start": c.period.as_ref().and_then(|p| p.end),
-            "in_trial": c.in_trial(),
-        },
-        "plan": {
-            "id": c.config.plan_id,
-            "slug": c.config.plan_slug,
-            "name": plan.map(|p| p.name.clone()),
-            "features": config_json(&c.config)["features"].clone(),
-        },
-        "discount": config_json(&c.config)["discount"].clone(),
-        "phases": c.phases.iter().map(|p| json!({
-            "start": p.start, "end": p.end, "configuration": config_json(&p.config),
-        })).collect::<Vec<_>>(),
-        "scheduled_changes": c.timeline().iter().map(|s| scheduled_json(s)).collect::<Vec<_>>(),
-        "cancel_at": c.cancel_at,
-        "canceled_at": c.ended_at,
-    })
+/// The current period and its index.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BillingInformation {
+    /// The current period (none before activation).
+    pub current_period: Option<PeriodView>,
+    /// Its index, from 1 (0 during a trial or before activation).
+    pub current_period_idx: u32,
+}
+
+/// Wingback's contract summary.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ContractSummary<'a> {
+    /// Contract id.
+    pub id: &'a str,
+    /// Customer id.
+    pub customer_id: &'a str,
+    /// Plan name.
+    pub plan: Option<&'a str>,
+    /// Plan id.
+    pub plan_id: &'a str,
+    /// Pricing id.
+    pub pricing_id: &'a str,
+    /// `pending`, `scheduled`, `active` or `canceled`.
+    #[schema(value_type = String)]
+    pub status: ContractStatus,
+    /// Cycle.
+    #[schema(value_type = String)]
+    pub cycle: Cycle,
+    /// Currency.
+    #[schema(value_type = String)]
+    pub currency: Currency,
+    /// Recurring amount of one full period (usage excluded).
+    #[schema(value_type = String)]
+    pub amount: Decimal,
+    /// When it was signed.
+    #[schema(value_type = String, format = DateTime)]
+    pub created: Timestamp,
+    /// When it started (or starts).
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub activation: Option<Timestamp>,
+    /// When it ends or ended.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expiration: Option<Timestamp>,
+    /// End of the free trial.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub free_trial_end: Option<Timestamp>,
+    /// Start of the next period.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub next_cycle_start: Option<Timestamp>,
+    /// In its free trial now.
+    pub in_trial: bool,
+}
+
+/// The plan of a contract with its recorded features.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ContractPlan<'a> {
+    /// Plan id.
+    pub id: &'a str,
+    /// Plan slug.
+    pub slug: &'a str,
+    /// Plan name.
+    pub name: Option<&'a str>,
+    /// Features with their recorded prices and units.
+    pub features: Vec<FeatureView<'a>>,
+}
+
+/// A phase: a configuration and its span.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PhaseView<'a> {
+    /// When it took effect.
+    #[schema(value_type = String, format = DateTime)]
+    pub start: Timestamp,
+    /// When the next phase replaced it.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub end: Option<Timestamp>,
+    /// The configuration.
+    pub configuration: ConfigView<'a>,
 }
 
 /// A scheduled change on the wire.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ScheduledView<'a> {
+    /// Its id.
+    pub id: &'a str,
+    /// When it applies.
+    #[schema(value_type = String, format = DateTime)]
+    pub effective_at: Timestamp,
+    /// Asked for at the period end (`next_cycle`).
+    pub at_period_end: bool,
+    /// When it was made.
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    /// What it changes.
+    #[schema(value_type = Object)]
+    pub change: &'a ChangeKind,
+    /// `create_prorations` or `none`.
+    #[schema(value_type = String)]
+    pub proration: Proration,
+    /// Invoiced at once (or carried to the next regular invoice).
+    pub invoice_now: bool,
+}
+
+impl<'a> ScheduledView<'a> {
+    /// The view of a scheduled change.
+    pub fn of(s: &'a ScheduledChange) -> Self {
+        ScheduledView {
+            id: &s.id,
+            effective_at: s.effective_at,
+            at_period_end: s.at_period_end,
+            created_at: s.created_at,
+            change: &s.change,
+            proration: s.proration,
+            invoice_now: s.invoice_now,
+        }
+    }
+}
+
+/// `GET /v1/c/contract/{id}`: Wingback's shape with Tally's phases and timeline.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ContractView<'a> {
+    /// The current period.
+    pub billing_information: BillingInformation,
+    /// Wingback's summary.
+    pub contract_summary: ContractSummary<'a>,
+    /// The plan in force with its recorded features.
+    pub plan: ContractPlan<'a>,
+    /// The discount in force.
+    pub discount: Option<DiscountView<'a>>,
+    /// Every configuration with its span.
+    pub phases: Vec<PhaseView<'a>>,
+    /// Changes waiting for their instant, in the order they apply.
+    pub scheduled_changes: Vec<ScheduledView<'a>>,
+    /// When a scheduled cancellation takes effect.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub cancel_at: Option<Timestamp>,
+    /// When it ended.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub canceled_at: Option<Timestamp>,
+}
+
+impl<'a> ContractView<'a> {
+    /// The view of a contract; `catalog` names its plan.
+    pub fn new(c: &'a Contract, catalog: &'a Catalog) -> Self {
+        let plan = catalog.plan(&c.config.plan_id).map(|p| p.name.as_str());
+        ContractView {
+            billing_information: BillingInformation {
+                current_period: c.period.as_ref().map(PeriodView::of),
+                current_period_idx: c.period_idx,
+            },
+            contract_summary: ContractSummary {
+                id: &c.id,
+                customer_id: &c.customer_id,
+                plan,
+                plan_id: &c.config.plan_id,
+                pricing_id: &c.config.pricing_id,
+                status: c.status,
+                cycle: c.config.cycle,
+                currency: c.config.currency,
+                amount: period_amount(&c.config),
+                created: c.created_at,
+                activation: c.activation,
+                expiration: c.ended_at.or(c.cancel_at),
+                free_trial_end: c.trial_end,
+                next_cycle_start: c.period.as_ref().and_then(|p| p.end),
+                in_trial: c.in_trial(),
+            },
+            plan: ContractPlan {
+                id: &c.config.plan_id,
+                slug: &c.config.plan_slug,
+                name: plan,
+                features: features_of(&c.config),
+            },
+            discount: discount_of(&c.config),
+            phases: c
+                .phases
+                .iter()
+                .map(|p| PhaseView {
+                    start: p.start,
+                    end: p.end,
+                    configuration: ConfigView::of(&p.config),
+                })
+                .collect(),
+            scheduled_changes: c.timeline().into_iter().map(ScheduledView::of).collect(),
+            cancel_at: c.cancel_at,
+            canceled_at: c.ended_at,
+        }
+    }
+}
+
+/// The contract view as a JSON value (for answers that embed parts of it).
+pub fn contract_json(c: &Contract, catalog: &Catalog) -> Value {
+    serde_json::to_value(ContractView::new(c, catalog)).unwrap_or(Value::Null)
+}
+
+/// A scheduled change as a JSON value.
 pub fn scheduled_json(s: &ScheduledChange) -> Value {
-    json!({
-        "id": s.id,
-        "effective_at": s.effective_at,
-        "at_period_end": s.at_period_end,
-        "created_at": s.created_at,
-        "change": s.change,
-        "proration": s.proration,
-        "invoice_now": s.invoice_now,
-    })
+    serde_json::to_value(ScheduledView::of(s)).unwrap_or(Value::Null)
 }
 
 /// An invoice on the wire.

@@ -292,7 +292,7 @@ pub async fn list_contracts(
 }
 
 /// `GET /v1/c/contract/{id}`.
-#[utoipa::path(get, path = "/contract/{id}", tag = "contract", params(("id" = String, Path, description = "Id (or slug)")),  responses((status = 200, description = "The contract, its current period, phases and scheduled changes", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
+#[utoipa::path(get, path = "/contract/{id}", tag = "contract", params(("id" = String, Path, description = "Id (or slug)")),  responses((status = 200, description = "The contract, its current period, phases and scheduled changes", body = ContractView), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn get_contract(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -305,7 +305,7 @@ pub async fn get_contract(
         .catalog(&t.id)
         .await
         .map_err(tally_app::AppError::from)?;
-    Ok(ok(contract_json(&c.contract, &catalog)))
+    Ok(Json(ContractView::new(&c.contract, &catalog)).into_response())
 }
 
 /// `POST /v1/c/contract/{id}/upgrade` (seed 000): answers the id of the contract in force.
@@ -356,7 +356,7 @@ fn wingback_invoice(d: &InvoiceDraft) -> Value {
 
 /// `POST /v1/c/contract/{id}/upgrade_estimate`: the same body; changes nothing; the invoice it
 /// shows is exactly what the upgrade would issue at the same instant.
-#[utoipa::path(post, path = "/contract/{id}/upgrade_estimate", tag = "contract", params(("id" = String, Path, description = "Id (or slug)")), request_body = UpgradeBody, responses((status = 200, description = "What the upgrade would do now, including the exact invoice", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
+#[utoipa::path(post, path = "/contract/{id}/upgrade_estimate", tag = "contract", params(("id" = String, Path, description = "Id (or slug)")), request_body = UpgradeBody, responses((status = 200, description = "What the upgrade would do now, including the exact invoice", body = EstimateView), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn upgrade_estimate(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -386,18 +386,52 @@ pub async fn upgrade_estimate(
         json!({ "start": o.effective_at, "end": o.contract.period.as_ref().and_then(|p| p.end) })
     };
     let inv = o.invoice.as_ref();
-    Ok(ok(json!({
-        "is_downgrade": o.is_downgrade,
-        "new_contract_period": period,
-        "price_on_new_contract": inv.map(wingback_invoice).into_iter().collect::<Vec<_>>(),
-        "remains_to_pay_current_contract": Vec::<Value>::new(),
-        "pro_rate_new_contract": sum_kind(inv, LineKind::ProrationCharge),
-        "pro_rate_old_contract": sum_kind(inv, LineKind::ProrationCredit),
-        "invoice": inv.map(draft_json),
-        "effective_at": o.effective_at,
-        "scheduled": o.scheduled,
-        "contract": contract_json(&o.contract, &catalog),
-    })))
+    Ok(Json(EstimateView {
+        is_downgrade: o.is_downgrade,
+        new_contract_period: period,
+        price_on_new_contract: inv.map(wingback_invoice).into_iter().collect(),
+        remains_to_pay_current_contract: Vec::new(),
+        pro_rate_new_contract: sum_kind(inv, LineKind::ProrationCharge),
+        pro_rate_old_contract: sum_kind(inv, LineKind::ProrationCredit),
+        invoice: inv,
+        effective_at: o.effective_at,
+        scheduled: o.scheduled,
+        contract: ContractView::new(&o.contract, &catalog),
+    })
+    .into_response())
+}
+
+/// What `upgrade_estimate` answers: Wingback's estimate fields, then the exact invoice the
+/// upgrade would issue now, when it takes effect, and the contract as it would be.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct EstimateView<'a> {
+    /// True when the change lowers the recurring price per unit of time.
+    pub is_downgrade: bool,
+    /// The period the new configuration starts in (`{start, end}`), or null.
+    #[schema(value_type = Object)]
+    pub new_contract_period: Value,
+    /// Wingback's invoice preview (`{invoice, invoice_items}`), one entry when one is issued.
+    #[schema(value_type = Vec<Object>)]
+    pub price_on_new_contract: Vec<Value>,
+    /// Always empty: the change's invoice settles the current contract.
+    #[schema(value_type = Vec<Object>)]
+    pub remains_to_pay_current_contract: Vec<Value>,
+    /// Sum of the proration charges.
+    #[schema(value_type = String)]
+    pub pro_rate_new_contract: Decimal,
+    /// Sum of the proration credits (negative).
+    #[schema(value_type = String)]
+    pub pro_rate_old_contract: Decimal,
+    /// The invoice the upgrade would issue now, exactly.
+    #[schema(value_type = Option<Object>)]
+    pub invoice: Option<&'a InvoiceDraft>,
+    /// When the change takes effect.
+    #[schema(value_type = String, format = DateTime)]
+    pub effective_at: jiff::Timestamp,
+    /// True when it waits in the timeline.
+    pub scheduled: bool,
+    /// The contract as it would be after the change.
+    pub contract: ContractView<'a>,
 }
 
 /// `POST /v1/c/contract/{id}/activate`: starts a pending contract now.
