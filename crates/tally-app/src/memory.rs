@@ -98,8 +98,8 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn catalog(&self, tenant: &str) -> StoreResult<Catalog> {
-        self.with(|i| Ok(data(i, tenant).catalog.clone()))
+    async fn catalog(&self, tenant: &str) -> StoreResult<std::sync::Arc<Catalog>> {
+        self.with(|i| Ok(std::sync::Arc::new(data(i, tenant).catalog.clone())))
     }
 
     async fn save_catalog(&self, tenant: &str, catalog: &Catalog) -> StoreResult<()> {

@@ -118,7 +118,7 @@ pub struct OrderWrite {
 /// A contract read with what its billing needs: catalog, usage, tax rate, balances.
 struct Loaded {
     stored: StoredContract,
-    catalog: Catalog,
+    catalog: Arc<Catalog>,
     usage: Vec<UsageRecord>,
     tax_rate: Decimal,
     balances: BTreeMap<Currency, Decimal>,
@@ -256,7 +256,7 @@ impl Tally {
         for c in file.customers(&existing, now) {
             self.store.save_customer(&tenant.id, &c).await?;
         }
-        if merged != current {
+        if merged != *current {
             self.store.save_catalog(&tenant.id, &merged).await?;
         }
         let mut t = tenant.clone();

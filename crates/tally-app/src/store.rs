@@ -1,7 +1,8 @@
 //! The storage port: the records Tally keeps and one tenant-scoped interface with coarse atomic
 //! operations, implemented in memory (tests, `simulate`) and over SQL databases.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -238,7 +239,7 @@ pub trait Store: Send + Sync + 'static {
     async fn update_tenant(&self, tenant: &Tenant) -> StoreResult<()>;
 
     /// The tenant's catalog.
-    async fn catalog(&self, tenant: &str) -> StoreResult<Catalog>;
+    async fn catalog(&self, tenant: &str) -> StoreResult<Arc<Catalog>>;
     /// Replaces the tenant's catalog.
     async fn save_catalog(&self, tenant: &str, catalog: &Catalog) -> StoreResult<()>;
 
@@ -427,6 +428,38 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
 }
 
+/// Parsed catalogs by tenant, each with the stored text it was parsed from: a store reads the
+/// current text on every call (so another process's change is seen at once) and parses it only
+/// when it changed.
+#[derive(Debug, Default)]
+pub struct CatalogCache {
+    parsed: Mutex<HashMap<String, (String, Arc<Catalog>)>>,
+}
+
+impl CatalogCache {
+    /// The catalog stored as `text` for `tenant` (empty when there is none).
+    ///
+    /// # Errors
+    /// The text is not a catalog.
+    pub fn get(&self, tenant: &str, text: Option<String>) -> StoreResult<Arc<Catalog>> {
+        let Some(text) = text else {
+            return Ok(Arc::new(Catalog::default()));
+        };
+        if let Ok(map) = self.parsed.lock()
+            && let Some((seen, catalog)) = map.get(tenant)
+            && *seen == text
+        {
+            return Ok(catalog.clone());
+        }
+        let catalog: Arc<Catalog> =
+            Arc::new(serde_json::from_str(&text).map_err(|e| StoreError::Backend(e.to_string()))?);
+        if let Ok(mut map) = self.parsed.lock() {
+            map.insert(tenant.to_string(), (text, catalog.clone()));
+        }
+        Ok(catalog)
+    }
+}
+
 /// The instant a contract's next billing step is due, for indexing.
 pub fn next_due(c: &Contract) -> Option<Timestamp> {
     next_step(c).map(|(t, _)| t)
@@ -436,4 +469,29 @@ pub fn next_due(c: &Contract) -> Option<Timestamp> {
 pub fn invoice_number(issued_at: Timestamp, seq: i64) -> String {
     let year = issued_at.to_zoned(jiff::tz::TimeZone::UTC).year();
     format!("{year}-{seq:06}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_catalog_cache_parses_only_changed_text() {
+        let cache = CatalogCache::default();
+        let (a, _) = tally_core::examples::basic_catalog();
+        let text = serde_json::to_string(&a).unwrap();
+        let first = cache.get("t1", Some(text.clone())).unwrap();
+        let again = cache.get("t1", Some(text.clone())).unwrap();
+        assert_eq!(*first, a);
+        assert!(Arc::ptr_eq(&first, &again), "the same text is not parsed again");
+        // Another tenant with the same text has its own entry; a changed text is parsed anew.
+        let other = cache.get("t2", Some(text)).unwrap();
+        assert!(!Arc::ptr_eq(&first, &other));
+        let changed = cache
+            .get("t1", Some(serde_json::to_string(&Catalog::default()).unwrap()))
+            .unwrap();
+        assert_eq!(*changed, Catalog::default());
+        assert_eq!(*cache.get("t3", None).unwrap(), Catalog::default());
+        assert!(cache.get("t4", Some("not json".into())).is_err());
+    }
 }

@@ -253,7 +253,7 @@ async fn tenants_and_keys(store: &dyn Store) {
 async fn catalog_and_customers(store: &dyn Store) {
     let t = tenant(store).await;
     let (catalog, _) = tally_core::examples::basic_catalog();
-    assert_eq!(store.catalog(&t.id).await.unwrap(), catalog);
+    assert_eq!(*store.catalog(&t.id).await.unwrap(), catalog);
     let c = customer(store, &t, "acme").await;
     assert_eq!(store.customer(&t.id, &c.id).await.unwrap(), Some(c.clone()));
     assert_eq!(

@@ -20,6 +20,7 @@ use tally_core::prelude::*;
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    catalogs: std::sync::Arc<CatalogCache>,
 }
 
 fn be(e: impl std::fmt::Display) -> StoreError {
@@ -101,7 +102,10 @@ impl PgStore {
             .connect_with(opts)
             .await
             .map_err(be)?;
-        let store = PgStore { pool };
+        let store = PgStore {
+            pool,
+            catalogs: std::sync::Arc::new(CatalogCache::default()),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -713,16 +717,14 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn catalog(&self, tenant: &str) -> StoreResult<Catalog> {
-        let body: Option<String> = sqlx::query_scalar("SELECT catalog FROM tenants WHERE id = $1")
-            .bind(tenant)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(be)?;
-        match body {
-            Some(b) => from_json(&b),
-            None => Ok(Catalog::default()),
-        }
+    async fn catalog(&self, tenant: &str) -> StoreResult<std::sync::Arc<Catalog>> {
+        let body: Option<Option<String>> =
+            sqlx::query_scalar("SELECT catalog FROM tenants WHERE id = $1")
+                .bind(tenant)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(be)?;
+        self.catalogs.get(tenant, body.flatten())
     }
 
     async fn save_catalog(&self, tenant: &str, catalog: &Catalog) -> StoreResult<()> {

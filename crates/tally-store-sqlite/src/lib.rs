@@ -34,6 +34,7 @@ pub struct SqliteStore {
     readers: Option<r2d2::Pool<SqliteConnectionManager>>,
     writer: Arc<Mutex<Connection>>,
     url: String,
+    catalogs: Arc<CatalogCache>,
 }
 
 fn be(e: impl std::fmt::Display) -> StoreError {
@@ -147,6 +148,7 @@ impl SqliteStore {
             readers,
             writer: Arc::new(Mutex::new(writer)),
             url: url.to_string(),
+            catalogs: Arc::new(CatalogCache::default()),
         };
         store.migrate().await?;
         Ok(store)
@@ -928,13 +930,15 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn catalog(&self, tenant: &str) -> StoreResult<Catalog> {
-        let body =
-            self.read(|c| string(c, "SELECT catalog FROM tenants WHERE id = ?", &[&tenant]))?;
-        match body {
-            Some(b) => from_json(&b),
-            None => Ok(Catalog::default()),
-        }
+    async fn catalog(&self, tenant: &str) -> StoreResult<Arc<Catalog>> {
+        let body: Option<Option<String>> = self.read(|c| {
+            c.prepare_cached("SELECT catalog FROM tenants WHERE id = ?")
+                .map_err(be)?
+                .query_row(params![tenant], |r| r.get(0))
+                .optional()
+                .map_err(be)
+        })?;
+        self.catalogs.get(tenant, body.flatten())
     }
 
     async fn save_catalog(&self, tenant: &str, catalog: &Catalog) -> StoreResult<()> {

@@ -627,7 +627,7 @@ pub struct ChangeBody {
 struct Planned {
     before: Contract,
     result: tally_app::ChangeResult,
-    catalog: Catalog,
+    catalog: std::sync::Arc<Catalog>,
     change_type: &'static str,
 }
 

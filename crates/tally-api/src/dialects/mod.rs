@@ -80,7 +80,7 @@ pub(crate) fn tz(t: &Tenant) -> jiff::tz::TimeZone {
 }
 
 /// The tenant's catalog.
-pub(crate) async fn catalog(s: &AppState, t: &Tenant) -> Result<Catalog, ApiError> {
+pub(crate) async fn catalog(s: &AppState, t: &Tenant) -> Result<std::sync::Arc<Catalog>, ApiError> {
     Ok(s.tally
         .store
         .catalog(&t.id)
