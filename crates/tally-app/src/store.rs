@@ -483,12 +483,18 @@ mod tests {
         let first = cache.get("t1", Some(text.clone())).unwrap();
         let again = cache.get("t1", Some(text.clone())).unwrap();
         assert_eq!(*first, a);
-        assert!(Arc::ptr_eq(&first, &again), "the same text is not parsed again");
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "the same text is not parsed again"
+        );
         // Another tenant with the same text has its own entry; a changed text is parsed anew.
         let other = cache.get("t2", Some(text)).unwrap();
         assert!(!Arc::ptr_eq(&first, &other));
         let changed = cache
-            .get("t1", Some(serde_json::to_string(&Catalog::default()).unwrap()))
+            .get(
+                "t1",
+                Some(serde_json::to_string(&Catalog::default()).unwrap()),
+            )
             .unwrap();
         assert_eq!(*changed, Catalog::default());
         assert_eq!(*cache.get("t3", None).unwrap(), Catalog::default());
