@@ -722,6 +722,96 @@ pub fn scheduled_json(s: &ScheduledChange) -> Value {
     serde_json::to_value(ScheduledView::of(s)).unwrap_or(Value::Null)
 }
 
+/// The documented shape of an invoice line (served from the core's `InvoiceLine`).
+#[derive(utoipa::ToSchema)]
+#[schema(as = InvoiceLine)]
+#[allow(dead_code)]
+pub struct InvoiceLineDoc {
+    /// `charge`, `proration_credit`, `proration_charge`, `usage`, `discount` or `one_time`.
+    kind: String,
+    /// The feature it bills.
+    feature_slug: Option<String>,
+    /// Words for people, with the proration fraction when there is one.
+    description: String,
+    /// Units.
+    quantity: String,
+    /// Price per unit for a full period (or per unit used).
+    unit_amount: String,
+    /// The amount, rounded once to the currency's minor unit.
+    amount: String,
+    /// Start of the time the line bills for.
+    #[schema(format = DateTime)]
+    period_start: String,
+    /// End of the time the line bills for.
+    #[schema(format = DateTime)]
+    period_end: String,
+}
+
+/// The documented shape of an invoice (served from the stored `Invoice`).
+#[derive(utoipa::ToSchema)]
+#[schema(as = Invoice)]
+#[allow(dead_code)]
+pub struct InvoiceDoc {
+    /// `Inv_<uuid>`.
+    id: String,
+    /// Gapless per tenant: `YYYY-NNNNNN`.
+    number: String,
+    /// `open`, `paid` or `void`.
+    status: String,
+    /// Contract billed.
+    contract_id: String,
+    /// Customer billed.
+    customer_id: String,
+    /// Currency of every amount.
+    currency: String,
+    /// Instant of the billing step.
+    #[schema(format = DateTime)]
+    issued_at: String,
+    /// `signup`, `renewal`, `change`, `cancellation` or `manual`.
+    reason: String,
+    /// The billing step's unique key.
+    step_key: String,
+    /// Lines.
+    lines: Vec<InvoiceLineDoc>,
+    /// Sum of the lines.
+    net: String,
+    /// Tax rate in percent.
+    tax_rate: String,
+    /// Rounded net x tax rate.
+    tax: String,
+    /// Net + tax.
+    gross: String,
+    /// Credit balance consumed.
+    credit_applied: String,
+    /// What the customer owes.
+    amount_due: String,
+    /// A negative gross moved to the credit balance.
+    credit_added: String,
+}
+
+/// The documented shape of a page of invoices (Wingback's paging).
+#[derive(utoipa::ToSchema)]
+#[schema(as = InvoicePage)]
+#[allow(dead_code)]
+pub struct InvoicePageDoc {
+    /// The invoices of this page.
+    hits: Vec<InvoiceDoc>,
+    /// Page number, from 1.
+    current_page: u64,
+    /// Invoices in all.
+    total: u64,
+    /// Pages in all.
+    total_pages: u64,
+    /// Cursor of the first page.
+    first: String,
+    /// Cursor of the last page.
+    last: String,
+    /// Cursor of the next page.
+    forward: Option<String>,
+    /// Cursor of the previous page.
+    backward: Option<String>,
+}
+
 /// An invoice on the wire.
 pub fn invoice_json(i: &Invoice) -> Value {
     serde_json::to_value(i).unwrap_or(Value::Null)

@@ -290,6 +290,37 @@ mod tests {
         );
     }
 
+    /// The keys of a served invoice are exactly the documented ones, lines included, so the
+    /// documented shape cannot drift from what is served.
+    #[test]
+    fn invoices_are_served_as_documented() {
+        use tally_core::prelude::*;
+        let (catalog, settings) = tally_core::examples::basic_catalog();
+        let cx = BillingContext::new(&catalog, &settings).unwrap();
+        let req = SignupRequest::new("Cont_1", "Cust_1", "basic", Currency::Usd, Cycle::Month)
+            .seats("seats", 2);
+        let out = subscribe(&req, &cx, "2024-01-01T00:00:00Z".parse().unwrap()).unwrap();
+        let invoice = tally_app::store::Invoice {
+            id: "Inv_1".into(),
+            number: "2024-000001".into(),
+            status: tally_app::store::InvoiceStatus::Open,
+            draft: out.invoices[0].clone(),
+        };
+        let served = serde_json::to_value(&invoice).unwrap();
+        let doc = serde_json::to_value(super::openapi()).unwrap();
+        let keys = |v: &serde_json::Value| -> Vec<String> {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(keys(&served), keys(&schemas["Invoice"]["properties"]));
+        assert_eq!(
+            keys(&served["lines"][0]),
+            keys(&schemas["InvoiceLine"]["properties"])
+        );
+    }
+
     #[test]
     fn every_endpoint_is_documented_with_its_errors() {
         let doc = super::openapi();

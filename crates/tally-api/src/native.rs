@@ -574,7 +574,7 @@ pub async fn cancel_scheduled(
 }
 
 /// `GET /v1/c/contract/{id}/invoices`.
-#[utoipa::path(get, path = "/contract/{id}/invoices", tag = "contract", params(("id" = String, Path, description = "Id (or slug)"), PageQuery),  responses((status = 200, description = "A page of the contract's invoices", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
+#[utoipa::path(get, path = "/contract/{id}/invoices", tag = "contract", params(("id" = String, Path, description = "Id (or slug)"), PageQuery),  responses((status = 200, description = "A page of the contract's invoices", body = InvoicePageDoc), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn contract_invoices(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -711,7 +711,7 @@ pub struct InvoiceListQuery {
 }
 
 /// `GET /v1/c/invoice`: invoices, paged.
-#[utoipa::path(get, path = "/invoice", tag = "invoice", params(InvoiceListQuery),  responses((status = 200, description = "A page of invoices", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
+#[utoipa::path(get, path = "/invoice", tag = "invoice", params(InvoiceListQuery),  responses((status = 200, description = "A page of invoices", body = InvoicePageDoc), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn list_invoices(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -739,7 +739,7 @@ pub async fn list_invoices(
 }
 
 /// `GET /v1/c/invoice/{id}`.
-#[utoipa::path(get, path = "/invoice/{id}", tag = "invoice", params(("id" = String, Path, description = "Id (or slug)")),  responses((status = 200, description = "The invoice", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
+#[utoipa::path(get, path = "/invoice/{id}", tag = "invoice", params(("id" = String, Path, description = "Id (or slug)")),  responses((status = 200, description = "The invoice", body = InvoiceDoc), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn get_invoice(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -815,7 +815,7 @@ async fn set_status(
 }
 
 /// `POST /v1/c/invoice/{id}/pay`.
-#[utoipa::path(post, path = "/invoice/{id}/pay", tag = "invoice", params(("id" = String, Path, description = "Id (or slug)")),  responses((status = 200, description = "The invoice, paid", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
+#[utoipa::path(post, path = "/invoice/{id}/pay", tag = "invoice", params(("id" = String, Path, description = "Id (or slug)")),  responses((status = 200, description = "The invoice, paid", body = InvoiceDoc), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn pay_invoice(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -826,7 +826,7 @@ pub async fn pay_invoice(
 }
 
 /// `POST /v1/c/invoice/{id}/void`.
-#[utoipa::path(post, path = "/invoice/{id}/void", tag = "invoice", params(("id" = String, Path, description = "Id (or slug)")),  responses((status = 200, description = "The invoice, void", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
+#[utoipa::path(post, path = "/invoice/{id}/void", tag = "invoice", params(("id" = String, Path, description = "Id (or slug)")),  responses((status = 200, description = "The invoice, void", body = InvoiceDoc), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn void_invoice(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -845,7 +845,7 @@ pub async fn get_catalog(State(s): State<AppState>, Auth(t): Auth) -> ApiResult 
         .catalog(&t.id)
         .await
         .map_err(tally_app::AppError::from)?;
-    Ok(ok(json!({ "settings": t.settings, "catalog": catalog })))
+    Ok(ok(json!({ "settings": t.settings, "catalog": &*catalog })))
 }
 
 /// `POST /v1/c/catalog`: applies a catalog file (the schema of `tally catalog apply`), as JSON,
