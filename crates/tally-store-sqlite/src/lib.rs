@@ -834,6 +834,30 @@ fn count(c: &Connection, sql: &str, values: &[&dyn ToSql]) -> StoreResult<u64> {
     Ok(n.max(0) as u64)
 }
 
+type TenantRow = (String, String, bool, String, Option<i64>, i64);
+
+fn tenant_row(r: &Row) -> rusqlite::Result<TenantRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
+}
+
+fn tenant_of((id, name, test_mode, settings, clock, created_at): TenantRow) -> StoreResult<Tenant> {
+    Ok(Tenant {
+        id,
+        name,
+        test_mode,
+        settings: from_json(&settings)?,
+        clock: clock.map(from_micros),
+        created_at: from_micros(created_at),
+    })
+}
+
 fn stored_contract(r: &Row) -> rusqlite::Result<(String, i64)> {
     Ok((r.get(0)?, r.get(1)?))
 }
@@ -868,17 +892,17 @@ impl Store for SqliteStore {
     }
 
     async fn tenant_by_key(&self, key_hash: &str) -> StoreResult<Option<Tenant>> {
-        let id = self.read(|c| {
-            string(
-                c,
-                "SELECT tenant_id FROM api_keys WHERE key_hash = ?",
-                &[&key_hash],
+        let row = self.read(|c| {
+            c.prepare_cached(
+                "SELECT t.id, t.name, t.test_mode, t.settings, t.clock, t.created_at
+                 FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.key_hash = ?",
             )
+            .map_err(be)?
+            .query_row(params![key_hash], tenant_row)
+            .optional()
+            .map_err(be)
         })?;
-        match id {
-            Some(id) => self.tenant(&id).await,
-            None => Ok(None),
-        }
+        row.map(tenant_of).transpose()
     }
 
     async fn tenant(&self, id: &str) -> StoreResult<Option<Tenant>> {
@@ -887,30 +911,11 @@ impl Store for SqliteStore {
                 "SELECT id, name, test_mode, settings, clock, created_at FROM tenants WHERE id = ?",
             )
             .map_err(be)?
-            .query_row(params![id], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, bool>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, Option<i64>>(4)?,
-                    r.get::<_, i64>(5)?,
-                ))
-            })
+            .query_row(params![id], tenant_row)
             .optional()
             .map_err(be)
         })?;
-        row.map(|(id, name, test_mode, settings, clock, created_at)| {
-            Ok(Tenant {
-                id,
-                name,
-                test_mode,
-                settings: from_json(&settings)?,
-                clock: clock.map(from_micros),
-                created_at: from_micros(created_at),
-            })
-        })
-        .transpose()
+        row.map(tenant_of).transpose()
     }
 
     async fn tenant_ids(&self) -> StoreResult<Vec<String>> {
