@@ -313,9 +313,32 @@ fn status_of(c: &Contract) -> StoreResult<String> {
     Ok(status.as_str().unwrap_or("active").to_string())
 }
 
+/// A commit's JSON bodies, serialized before the write lock is taken so that the lock is held
+/// only for the statements.
+struct Bodies {
+    contract: Option<String>,
+    invoices: Vec<String>,
+    events: Vec<String>,
+}
+
+impl Bodies {
+    fn of(c: &Commit) -> StoreResult<Bodies> {
+        Ok(Bodies {
+            contract: c.contract.as_ref().map(|(c, _)| to_json(c)).transpose()?,
+            invoices: c.invoices.iter().map(to_json).collect::<StoreResult<_>>()?,
+            events: c.events.iter().map(to_json).collect::<StoreResult<_>>()?,
+        })
+    }
+}
+
 /// Writes one commit inside an open transaction: the contract's version check first (a lost race
 /// returns [`StoreError::Conflict`] having written nothing), then invoices, balances and events.
-fn write_commit(tx: &Connection, tenant: &str, commit: Commit) -> StoreResult<Committed> {
+fn write_commit(
+    tx: &Connection,
+    tenant: &str,
+    commit: Commit,
+    bodies: &Bodies,
+) -> StoreResult<Committed> {
     let mut version = 0;
     if let Some(o) = &commit.order
         && !upsert_order(tx, tenant, o)?
@@ -331,7 +354,7 @@ fn write_commit(tx: &Connection, tenant: &str, commit: Commit) -> StoreResult<Co
         insert_usage(tx, tenant, &c.id, &commit.usage)?;
     }
     if let Some((c, expected)) = &commit.contract {
-        let body = to_json(c)?;
+        let body = bodies.contract.as_deref().unwrap_or_default();
         let due = next_due(c).map(micros);
         let status = status_of(c)?;
         if *expected == 0 {
@@ -365,7 +388,7 @@ fn write_commit(tx: &Connection, tenant: &str, commit: Commit) -> StoreResult<Co
         }
     }
     let mut issued = Vec::new();
-    for draft in commit.invoices {
+    for (draft, body) in commit.invoices.into_iter().zip(&bodies.invoices) {
         let exists: Option<i64> = tx
             .prepare_cached("SELECT 1 FROM invoices WHERE tenant_id = ? AND step_key = ?")
             .map_err(be)?
@@ -403,7 +426,7 @@ fn write_commit(tx: &Connection, tenant: &str, commit: Commit) -> StoreResult<Co
             d.customer_id,
             micros(d.issued_at),
             d.step_key,
-            to_json(d)?
+            body
         ])
         .map_err(be)?;
         let mut st = tx
@@ -431,8 +454,8 @@ fn write_commit(tx: &Connection, tenant: &str, commit: Commit) -> StoreResult<Co
         add_balance(tx, tenant, d)?;
         issued.push(inv);
     }
-    for e in &commit.events {
-        insert_event(tx, tenant, e)?;
+    for (e, body) in commit.events.iter().zip(&bodies.events) {
+        insert_event(tx, tenant, e, body)?;
     }
     write_deliveries(tx, tenant, &commit.events.iter().collect::<Vec<_>>())?;
     Ok(Committed {
@@ -441,13 +464,13 @@ fn write_commit(tx: &Connection, tenant: &str, commit: Commit) -> StoreResult<Co
     })
 }
 
-fn insert_event(tx: &Connection, tenant: &str, e: &Event) -> StoreResult<()> {
+fn insert_event(tx: &Connection, tenant: &str, e: &Event, body: &str) -> StoreResult<()> {
     tx.prepare_cached(
         "INSERT INTO events (tenant_id, id, seq, contract_id, body)
          VALUES (?1, ?2, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE tenant_id = ?1), ?3, ?4)",
     )
     .map_err(be)?
-    .execute(params![tenant, e.id, e.contract_id, to_json(e)?])
+    .execute(params![tenant, e.id, e.contract_id, body])
     .map_err(be)?;
     Ok(())
 }
@@ -1172,7 +1195,8 @@ impl Store for SqliteStore {
 
     async fn commit(&self, tenant: &str, commit: Commit) -> StoreResult<Committed> {
         let tenant = tenant.to_string();
-        self.write(move |tx| write_commit(tx, &tenant, commit))
+        let bodies = Bodies::of(&commit)?;
+        self.write(move |tx| write_commit(tx, &tenant, commit, &bodies))
             .await
     }
 
@@ -1201,8 +1225,9 @@ impl Store for SqliteStore {
             let mut out = Vec::with_capacity(commits.len());
             for commit in commits {
                 // Each commit in its own savepoint: a conflict leaves nothing of it behind.
+                let bodies = Bodies::of(&commit)?;
                 let sp = tx.savepoint().map_err(be)?;
-                match write_commit(&sp, &tenant, commit) {
+                match write_commit(&sp, &tenant, commit, &bodies) {
                     Err(StoreError::Conflict) => {
                         // Dropping the savepoint rolls it back.
                         drop(sp);
@@ -1400,7 +1425,7 @@ impl Store for SqliteStore {
                 tx.rollback().map_err(be)?;
                 return Ok(false);
             }
-            insert_event(&tx, &tenant, &event)?;
+            insert_event(&tx, &tenant, &event, &to_json(&event)?)?;
             write_deliveries(&tx, &tenant, &[&event])?;
             tx.commit().map_err(be)?;
             Ok(true)
