@@ -515,7 +515,9 @@ impl<'a> ConfigView<'a> {
     }
 }
 
-fn period_amount(c: &Configuration) -> Decimal {
+/// The recurring amount of one full period of a configuration (usage excluded), rounded to the
+/// currency.
+pub(crate) fn period_amount(c: &Configuration) -> Decimal {
     c.recurring_items()
         .iter()
         .map(|i| i.quantity * i.unit_amount)

@@ -15,6 +15,7 @@ use tally_app::store::{Customer, InvoiceFilter, InvoiceStatus};
 use tally_core::prelude::*;
 
 use crate::AppState;
+use crate::dialects::sum_kind;
 use crate::dto::*;
 use crate::error::{ApiError, Problem};
 use crate::extract::{Auth, Body, Params, RequestId};
@@ -322,17 +323,6 @@ pub async fn upgrade(
     Ok(ok(json!(r.outcome.contract.id)))
 }
 
-fn sum_kind(inv: Option<&InvoiceDraft>, kind: LineKind) -> Decimal {
-    inv.map(|i| {
-        i.lines
-            .iter()
-            .filter(|l| l.kind == kind)
-            .map(|l| l.amount)
-            .sum()
-    })
-    .unwrap_or_default()
-}
-
 fn wingback_invoice(d: &InvoiceDraft) -> Value {
     json!({
         "invoice": {
@@ -391,8 +381,10 @@ pub async fn upgrade_estimate(
         new_contract_period: period,
         price_on_new_contract: inv.map(wingback_invoice).into_iter().collect(),
         remains_to_pay_current_contract: Vec::new(),
-        pro_rate_new_contract: sum_kind(inv, LineKind::ProrationCharge),
-        pro_rate_old_contract: sum_kind(inv, LineKind::ProrationCredit),
+        pro_rate_new_contract: inv
+            .map_or(Decimal::ZERO, |i| sum_kind(i, LineKind::ProrationCharge)),
+        pro_rate_old_contract: inv
+            .map_or(Decimal::ZERO, |i| sum_kind(i, LineKind::ProrationCredit)),
         invoice: inv,
         effective_at: o.effective_at,
         scheduled: o.scheduled,

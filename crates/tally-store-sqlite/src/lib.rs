@@ -111,6 +111,12 @@ fn configure(c: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// An immediate transaction: it takes the write lock at once.
+fn immediate(c: &mut Connection) -> StoreResult<Transaction<'_>> {
+    c.transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(be)
+}
+
 /// `VALUES (?, ...), (...)` for `rows` rows of `cols` columns.
 fn values_sql(cols: usize, rows: usize) -> String {
     let one = format!("({})", vec!["?"; cols].join(", "));
@@ -203,26 +209,35 @@ impl SqliteStore {
         }
     }
 
-    /// Runs `f` in an immediate write transaction on the writer connection, in a blocking task;
-    /// commits when `f` succeeds, rolls back when it fails.
-    async fn write<T: Send + 'static>(
+    /// Runs `f` on the writer connection, in a blocking task.
+    async fn with_writer<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Transaction) -> StoreResult<T> + Send + 'static,
+        f: impl FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
         let writer = self.writer.clone();
         tokio::task::spawn_blocking(move || {
             let mut c = writer
                 .lock()
                 .map_err(|_| be("the writer connection is poisoned"))?;
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(be)?;
+            f(&mut c)
+        })
+        .await
+        .map_err(be)?
+    }
+
+    /// Runs `f` in an immediate write transaction on the writer connection, in a blocking task;
+    /// commits when `f` succeeds, rolls back when it fails.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Transaction) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        self.with_writer(move |c| {
+            let tx = immediate(c)?;
             let out = f(&tx)?;
             tx.commit().map_err(be)?;
             Ok(out)
         })
         .await
-        .map_err(be)?
     }
 }
 
@@ -1206,22 +1221,14 @@ impl Store for SqliteStore {
         commits: Vec<Commit>,
     ) -> StoreResult<Vec<StoreResult<Committed>>> {
         let tenant = tenant.to_string();
-        let writer = self.writer.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut c = writer
-                .lock()
-                .map_err(|_| be("the writer connection is poisoned"))?;
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(be)?;
+        self.with_writer(move |c| {
+            let tx = immediate(c)?;
             if let Some(done) = write_batch(&tx, &tenant, &commits)? {
                 tx.commit().map_err(be)?;
                 return Ok(done.into_iter().map(Ok).collect());
             }
             tx.rollback().map_err(be)?;
-            let mut tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(be)?;
+            let mut tx = immediate(c)?;
             let mut out = Vec::with_capacity(commits.len());
             for commit in commits {
                 // Each commit in its own savepoint: a conflict leaves nothing of it behind.
@@ -1244,7 +1251,6 @@ impl Store for SqliteStore {
             Ok(out)
         })
         .await
-        .map_err(be)?
     }
 
     async fn contracts_by_ids(
@@ -1409,12 +1415,8 @@ impl Store for SqliteStore {
         event: &Event,
     ) -> StoreResult<bool> {
         let (tenant, id, event) = (tenant.to_string(), id.to_string(), event.clone());
-        let writer = self.writer.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut c = writer.lock().map_err(|_| be("the writer connection is poisoned"))?;
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(be)?;
+        self.with_writer(move |c| {
+            let tx = immediate(c)?;
             let moved = tx
                 .execute(
                     "UPDATE invoices SET status = ? WHERE tenant_id = ? AND id = ? AND status = 'open'",
@@ -1431,7 +1433,6 @@ impl Store for SqliteStore {
             Ok(true)
         })
         .await
-        .map_err(be)?
     }
 
     async fn events(&self, tenant: &str, contract_id: &str) -> StoreResult<Vec<Event>> {

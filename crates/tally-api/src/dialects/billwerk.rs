@@ -22,7 +22,7 @@ use tally_app::{AppError, OrderWrite};
 use tally_core::money::normalize;
 use tally_core::prelude::*;
 
-use super::{carried_selection, catalog, currency, instant, period_amount};
+use super::{carried_selection, catalog, currency, instant, period_amount, tax_rate_of};
 use crate::AppState;
 use crate::dto::draft_json;
 use crate::error::{ApiError, Problem};
@@ -750,6 +750,15 @@ async fn price(s: &AppState, t: &Tenant, rid: &RequestId, r: &Resolved) -> ApiRe
     }
 }
 
+/// billwerk's name of an order's status.
+fn order_status(s: OrderStatus) -> &'static str {
+    match s {
+        OrderStatus::Open => "InProgress",
+        OrderStatus::Committed => "Completed",
+        OrderStatus::Deleted => "Deleted",
+    }
+}
+
 /// The order as billwerk shows it, with its pricing.
 fn order_json(o: &Order, r: &Resolved, p: &Priced, body: &OrderBody, tax_rate: Decimal) -> Value {
     let cur = r.currency;
@@ -761,18 +770,13 @@ fn order_json(o: &Order, r: &Resolved, p: &Priced, body: &OrderBody, tax_rate: D
         .map_or(zero, |c| period_amount(&c.config));
     let next_gross =
         next_net + (next_net * tax_rate / Decimal::ONE_HUNDRED).round_dp(cur.minor_units());
-    let status = match o.status {
-        OrderStatus::Open => "InProgress",
-        OrderStatus::Committed => "Completed",
-        OrderStatus::Deleted => "Deleted",
-    };
     json!({
         "Id": o.id,
         "CustomerId": o.customer_id,
         "ContractId": o.contract_id,
         "PlanVariantId": r.variant,
         "Currency": cur.to_string().to_uppercase(),
-        "Status": status,
+        "Status": order_status(o.status),
         "OrderType": o.kind,
         "IsTrial": p.contract.as_ref().is_some_and(|c| c.in_trial()),
         "TrialEndPolicy": "NoTrial",
@@ -790,13 +794,6 @@ fn order_json(o: &Order, r: &Resolved, p: &Priced, body: &OrderBody, tax_rate: D
         "CreatedAt": o.created_at,
         "CustomFields": body.custom_fields.clone().unwrap_or(json!({})),
     })
-}
-
-async fn tax_rate_of(s: &AppState, t: &Tenant, customer_id: &str) -> Decimal {
-    match s.tally.store.customer(&t.id, customer_id).await {
-        Ok(Some(c)) => c.tax_rate.unwrap_or(t.settings.tax_rate),
-        _ => t.settings.tax_rate,
-    }
 }
 
 async fn create_inline_customer(s: &AppState, t: &Tenant, c: &CustomerBody) -> ApiResult<String> {
@@ -864,7 +861,7 @@ pub async fn create_order(
     body: Bytes,
 ) -> ApiResult {
     let raw = parse_value(&body)?;
-    let b: OrderBody = parse_json(&body)?;
+    let b: OrderBody = from_value(raw.clone())?;
     let contract_id = b.contract_id.clone().unwrap_or_else(|| new_id("Cont"));
     let mut r = resolve(&s, &t, &b, &contract_id).await?;
     if let (Effect::Signup(req), Some(c)) = (&mut r.what, &b.customer) {
@@ -951,16 +948,11 @@ pub async fn get_order(
 ) -> ApiResult {
     let o = read_order(&s, &t, &id).await?;
     let b: OrderBody = from_value(o.request.clone())?;
-    let status = match o.status {
-        OrderStatus::Open => "InProgress",
-        OrderStatus::Committed => "Completed",
-        OrderStatus::Deleted => "Deleted",
-    };
     Ok(answer(json!({
         "Id": o.id,
         "CustomerId": o.customer_id,
         "ContractId": o.contract_id,
-        "Status": status,
+        "Status": order_status(o.status),
         "OrderType": o.kind,
         "PlanVariantId": b.cart.plan_variant_id,
         "ChangeDate": b.change_date,

@@ -10,6 +10,7 @@ use tally_app::store::Tenant;
 use tally_core::prelude::*;
 
 use crate::AppState;
+pub(crate) use crate::dto::period_amount;
 use crate::error::ApiError;
 
 pub mod billwerk;
@@ -56,15 +57,6 @@ pub(crate) fn carried_selection(
     (counts, overrides)
 }
 
-/// The recurring amount of one full period of a configuration, rounded to the currency.
-pub(crate) fn period_amount(c: &Configuration) -> Decimal {
-    c.recurring_items()
-        .iter()
-        .map(|i| i.quantity * i.unit_amount)
-        .sum::<Decimal>()
-        .round_dp(c.currency.minor_units())
-}
-
 /// Sum of an invoice's lines of one kind.
 pub(crate) fn sum_kind(inv: &InvoiceDraft, kind: LineKind) -> Decimal {
     inv.lines
@@ -72,6 +64,14 @@ pub(crate) fn sum_kind(inv: &InvoiceDraft, kind: LineKind) -> Decimal {
         .filter(|l| l.kind == kind)
         .map(|l| l.amount)
         .sum()
+}
+
+/// The tax rate in force for a customer: its own, else the tenant's.
+pub(crate) async fn tax_rate_of(s: &AppState, t: &Tenant, customer_id: &str) -> Decimal {
+    match s.tally.store.customer(&t.id, customer_id).await {
+        Ok(Some(c)) => c.tax_rate.unwrap_or(t.settings.tax_rate),
+        _ => t.settings.tax_rate,
+    }
 }
 
 /// The tenant's time zone (validated when the settings were saved).

@@ -19,7 +19,7 @@ use tally_app::{AppError, OrderWrite};
 use tally_core::money::normalize;
 use tally_core::prelude::*;
 
-use super::{carried_selection, catalog, period_amount, tz};
+use super::{carried_selection, catalog, period_amount, tax_rate_of, tz};
 use crate::AppState;
 use crate::dto::draft_json;
 use crate::error::{ApiError, Problem};
@@ -336,13 +336,6 @@ fn pricing_json(t: &Tenant, catalog: &Catalog, out: &ChangeOutcome, tax_rate: De
     })
 }
 
-async fn tax_rate_of(s: &AppState, t: &Tenant, customer_id: &str) -> Decimal {
-    match s.tally.store.customer(&t.id, customer_id).await {
-        Ok(Some(c)) => c.tax_rate.unwrap_or(t.settings.tax_rate),
-        _ => t.settings.tax_rate,
-    }
-}
-
 /// Prices an upgrade now without changing anything.
 async fn estimate(
     s: &AppState,
@@ -400,7 +393,7 @@ pub async fn create_upgrade(
     body: Bytes,
 ) -> ApiResult {
     let raw = parse_value(&body)?;
-    let b: UpgradeBody = parse_json(&body)?;
+    let b: UpgradeBody = from_value(raw.clone())?;
     let pricing = estimate(&s, &t, &rid, &id, &b).await?;
     let c = s.tally.contract(&t, &id).await?.contract;
     let o = Order {
