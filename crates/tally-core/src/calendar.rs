@@ -255,7 +255,11 @@ pub struct Segment {
 /// A contract's billing period: its interval and the segments that say what each part is
 /// prorated against. A regular period is one segment whose nominal period is itself; a stub
 /// (calendar alignment, a moved billing date) is a segment of a longer nominal period.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Serialized, a regular period leaves out its one segment (it is the period itself), since
+/// every renewal writes the period.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "StoredPeriod")]
 pub struct BillingPeriod {
     /// Inclusive start.
     pub start: Timestamp,
@@ -263,6 +267,64 @@ pub struct BillingPeriod {
     pub end: Option<Timestamp>,
     /// Proration segments covering `[start, end)` in order; empty for open periods.
     pub segments: Vec<Segment>,
+}
+
+impl BillingPeriod {
+    /// The single segment of a regular (closed, unprorated) period `[start, end)`.
+    fn regular_segment(&self) -> Option<Segment> {
+        self.end.map(|end| {
+            let p = Period {
+                start: self.start,
+                end,
+            };
+            Segment {
+                span: p,
+                nominal: p,
+            }
+        })
+    }
+}
+
+impl Serialize for BillingPeriod {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let regular = match (self.segments.as_slice(), self.regular_segment()) {
+            ([one], Some(r)) => *one == r,
+            _ => false,
+        };
+        let mut st = s.serialize_struct("BillingPeriod", 3)?;
+        st.serialize_field("start", &self.start)?;
+        st.serialize_field("end", &self.end)?;
+        if regular {
+            st.skip_field("segments")?;
+        } else {
+            st.serialize_field("segments", &self.segments)?;
+        }
+        st.end()
+    }
+}
+
+/// A billing period as stored: `segments` absent means the one regular segment.
+#[derive(Deserialize)]
+struct StoredPeriod {
+    start: Timestamp,
+    end: Option<Timestamp>,
+    segments: Option<Vec<Segment>>,
+}
+
+impl From<StoredPeriod> for BillingPeriod {
+    fn from(p: StoredPeriod) -> BillingPeriod {
+        let mut out = BillingPeriod {
+            start: p.start,
+            end: p.end,
+            segments: Vec::new(),
+        };
+        out.segments = match p.segments {
+            Some(s) => s,
+            None => out.regular_segment().into_iter().collect(),
+        };
+        out
+    }
 }
 
 /// Start of the calendar unit (hour, day, Monday, month, quarter, year) containing `t` in `tz`.

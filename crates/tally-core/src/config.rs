@@ -49,19 +49,39 @@ pub struct PricedFeature {
     /// When its recurring part is billed.
     pub timing: Timing,
     /// Price per unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price: Option<Decimal>,
     /// Flat fee per period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flat_fee: Option<Decimal>,
     /// Tiers replacing `price`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tiers: Option<Vec<Tier>>,
     /// Tier mode.
+    #[serde(default, skip_serializing_if = "is_default")]
     pub tier_mode: TierMode,
     /// An add-on.
+    #[serde(default, skip_serializing_if = "is_default")]
     pub optional: bool,
     /// Whether it is on the contract (always true for non-optional features).
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
     pub purchased: bool,
     /// Units purchased (per-unit features).
+    #[serde(default, skip_serializing_if = "Decimal::is_zero")]
     pub quantity: Decimal,
+}
+
+// Stored contracts leave out fields at their defaults (they are written on every renewal).
+pub(crate) fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_yes(v: &bool) -> bool {
+    *v
 }
 
 /// Which part of a feature's price a charge item is.
@@ -147,6 +167,7 @@ pub struct Configuration {
     /// Feature slug -> recorded price and units.
     pub features: BTreeMap<String, PricedFeature>,
     /// The discount, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discount: Option<AppliedDiscount>,
 }
 

@@ -92,6 +92,7 @@ pub struct Phase {
     /// When it took effect.
     pub start: Timestamp,
     /// When the next phase replaced it (`None` for the current one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end: Option<Timestamp>,
     /// The configuration.
     pub config: Configuration,
@@ -184,7 +185,12 @@ pub struct PaidSpan {
 }
 
 /// A contract and all the state its billing needs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Serialized (how stores keep it, rewritten on every renewal) it is compact: fields at their
+/// defaults are left out, and the current phase's configuration, which is `config`, is written
+/// once. Both the compact and the spelled-out form read back.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "ContractIn")]
 pub struct Contract {
     /// `Cont_<uuid>`.
     pub id: String,
@@ -199,7 +205,6 @@ pub struct Contract {
     /// Free trial length asked for at signup.
     pub free_trial_days: Option<u32>,
     /// Period alignment chosen at signup; the tenant's setting when `None`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alignment: Option<crate::calendar::Alignment>,
     /// End of the free trial, once active.
     pub trial_end: Option<Timestamp>,
@@ -232,6 +237,161 @@ pub struct Contract {
     pub paid: BTreeMap<String, Vec<PaidSpan>>,
     /// Lines waiting for the next regular invoice (changes made without interim billing).
     pub carried: Vec<InvoiceLine>,
+}
+
+impl Serialize for Contract {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Contract", 22)?;
+        // Writes `value` under `name`, or leaves the field out when `skip`.
+        macro_rules! field {
+            ($name:literal, $value:expr, $skip:expr) => {
+                if $skip {
+                    st.skip_field($name)?;
+                } else {
+                    st.serialize_field($name, $value)?;
+                }
+            };
+        }
+        st.serialize_field("id", &self.id)?;
+        st.serialize_field("customer_id", &self.customer_id)?;
+        st.serialize_field("status", &self.status)?;
+        st.serialize_field("created_at", &self.created_at)?;
+        field!("activation", &self.activation, self.activation.is_none());
+        let trial = &self.free_trial_days;
+        field!("free_trial_days", trial, trial.is_none());
+        field!("alignment", &self.alignment, self.alignment.is_none());
+        field!("trial_end", &self.trial_end, self.trial_end.is_none());
+        field!("schedule", &self.schedule, self.schedule.is_none());
+        field!("period", &self.period, self.period.is_none());
+        st.serialize_field("period_idx", &self.period_idx)?;
+        st.serialize_field("config", &self.config)?;
+        let phases: Vec<PhaseOut<'_>> = self
+            .phases
+            .iter()
+            .enumerate()
+            .map(|(i, p)| PhaseOut {
+                start: p.start,
+                end: p.end,
+                config: (i + 1 < self.phases.len() || p.config != self.config).then_some(&p.config),
+            })
+            .collect();
+        field!("phases", &phases, phases.is_empty());
+        field!("scheduled", &self.scheduled, self.scheduled.is_empty());
+        field!("next_seq", &self.next_seq, self.next_seq == 0);
+        field!("cancel_at", &self.cancel_at, self.cancel_at.is_none());
+        let at_end = self.cancel_at_period_end;
+        field!("cancel_at_period_end", &at_end, !at_end);
+        field!("ended_at", &self.ended_at, self.ended_at.is_none());
+        let arrears = &self.arrears_billed_until;
+        field!("arrears_billed_until", arrears, arrears.is_none());
+        let usage = &self.usage_billed_until;
+        field!("usage_billed_until", usage, usage.is_none());
+        field!("paid", &self.paid, self.paid.is_empty());
+        field!("carried", &self.carried, self.carried.is_empty());
+        st.end()
+    }
+}
+
+/// A phase as a contract writes it: without its configuration when that is the contract's.
+#[derive(Serialize)]
+struct PhaseOut<'a> {
+    start: Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    config: Option<&'a Configuration>,
+}
+
+/// A phase as read back: no configuration means the contract's.
+#[derive(Deserialize)]
+struct PhaseIn {
+    start: Timestamp,
+    #[serde(default)]
+    end: Option<Timestamp>,
+    #[serde(default)]
+    config: Option<Configuration>,
+}
+
+/// A contract as read back, compact or spelled out.
+#[derive(Deserialize)]
+struct ContractIn {
+    id: String,
+    customer_id: String,
+    status: ContractStatus,
+    created_at: Timestamp,
+    #[serde(default)]
+    activation: Option<Timestamp>,
+    #[serde(default)]
+    free_trial_days: Option<u32>,
+    #[serde(default)]
+    alignment: Option<Alignment>,
+    #[serde(default)]
+    trial_end: Option<Timestamp>,
+    #[serde(default)]
+    schedule: Option<Schedule>,
+    #[serde(default)]
+    period: Option<BillingPeriod>,
+    period_idx: u32,
+    config: Configuration,
+    #[serde(default)]
+    phases: Vec<PhaseIn>,
+    #[serde(default)]
+    scheduled: Vec<ScheduledChange>,
+    #[serde(default)]
+    next_seq: u64,
+    #[serde(default)]
+    cancel_at: Option<Timestamp>,
+    #[serde(default)]
+    cancel_at_period_end: bool,
+    #[serde(default)]
+    ended_at: Option<Timestamp>,
+    #[serde(default)]
+    arrears_billed_until: Option<Timestamp>,
+    #[serde(default)]
+    usage_billed_until: Option<Timestamp>,
+    #[serde(default)]
+    paid: BTreeMap<String, Vec<PaidSpan>>,
+    #[serde(default)]
+    carried: Vec<InvoiceLine>,
+}
+
+impl From<ContractIn> for Contract {
+    fn from(c: ContractIn) -> Contract {
+        let phases = c
+            .phases
+            .into_iter()
+            .map(|p| Phase {
+                start: p.start,
+                end: p.end,
+                config: p.config.unwrap_or_else(|| c.config.clone()),
+            })
+            .collect();
+        Contract {
+            id: c.id,
+            customer_id: c.customer_id,
+            status: c.status,
+            created_at: c.created_at,
+            activation: c.activation,
+            free_trial_days: c.free_trial_days,
+            alignment: c.alignment,
+            trial_end: c.trial_end,
+            schedule: c.schedule,
+            period: c.period,
+            period_idx: c.period_idx,
+            config: c.config,
+            phases,
+            scheduled: c.scheduled,
+            next_seq: c.next_seq,
+            cancel_at: c.cancel_at,
+            cancel_at_period_end: c.cancel_at_period_end,
+            ended_at: c.ended_at,
+            arrears_billed_until: c.arrears_billed_until,
+            usage_billed_until: c.usage_billed_until,
+            paid: c.paid,
+            carried: c.carried,
+        }
+    }
 }
 
 impl Contract {

@@ -2603,3 +2603,90 @@ mod cancellation {
         );
     }
 }
+
+/// How a contract is written to storage (on every renewal): compact, and read back exactly.
+mod stored_form {
+    use super::*;
+
+    #[test]
+    fn a_contract_is_written_compactly_and_read_back_exactly() {
+        let cat = small_large();
+        let s = day_settings();
+        let cx = BillingContext::new(&cat, &s).unwrap();
+        let c = signup(&cx, "small", Currency::Usd, Cycle::Month, &[], "2024-03-01").contract;
+        let text = serde_json::to_string(&c).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        // The current phase's configuration is `config`, written once; a regular period's one
+        // segment is the period itself; nothing at its default is written.
+        assert_eq!(
+            v["phases"],
+            serde_json::json!([{"start": "2024-03-01T00:00:00Z"}])
+        );
+        assert_eq!(
+            v["period"],
+            serde_json::json!({"start": "2024-03-01T00:00:00Z", "end": "2024-04-01T00:00:00Z"})
+        );
+        assert!(!text.contains("null") && !text.contains("false"), "{text}");
+        assert_eq!(serde_json::from_str::<Contract>(&text).unwrap(), c);
+
+        // After an upgrade the replaced phase keeps its own configuration.
+        let out = change(
+            &c,
+            &new_plan("large", &[], on("2024-03-16")),
+            &cx,
+            "2024-03-16",
+        );
+        let text = serde_json::to_string(&out.contract).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["phases"][0]["config"]["plan_slug"], "small");
+        assert_eq!(v["phases"][0]["end"], "2024-03-16T00:00:00Z");
+        assert_eq!(v["phases"][1].get("config"), None);
+        assert_eq!(v["config"]["plan_slug"], "large");
+        assert_eq!(
+            serde_json::from_str::<Contract>(&text).unwrap(),
+            out.contract
+        );
+    }
+
+    #[test]
+    fn a_spelled_out_contract_reads_back() {
+        // Every field written, defaults included (how contracts were first stored).
+        let config = r#"{"plan_id": "Plan_small", "plan_slug": "small", "pricing_id": "Pric_small",
+            "currency": "usd", "cycle": "month", "features": {"base": {"slug": "base",
+            "kind": "flat", "timing": "in_advance", "price": null, "flat_fee": "30.00",
+            "tiers": null, "tier_mode": "graduated", "optional": false, "purchased": true,
+            "quantity": "0"}}, "discount": null}"#;
+        let text = format!(
+            r#"{{"id": "Cont_t", "customer_id": "Cust_t", "status": "active",
+            "created_at": "2024-03-01T00:00:00Z", "activation": "2024-03-01T00:00:00Z",
+            "free_trial_days": null, "trial_end": null,
+            "schedule": {{"anchor": "2024-03-01T00:00:00Z", "cycle": "month"}},
+            "period": {{"start": "2024-03-01T00:00:00Z", "end": "2024-04-01T00:00:00Z",
+              "segments": [{{"span": {{"start": "2024-03-01T00:00:00Z", "end": "2024-04-01T00:00:00Z"}},
+                "nominal": {{"start": "2024-03-01T00:00:00Z", "end": "2024-04-01T00:00:00Z"}}}}]}},
+            "period_idx": 1, "config": {config},
+            "phases": [{{"start": "2024-03-01T00:00:00Z", "end": null, "config": {config}}}],
+            "scheduled": [], "next_seq": 0, "cancel_at": null, "cancel_at_period_end": false,
+            "ended_at": null, "arrears_billed_until": "2024-03-01T00:00:00Z",
+            "usage_billed_until": "2024-03-01T00:00:00Z",
+            "paid": {{"base/flat": [{{"from": "2024-03-01T00:00:00Z", "to": "2024-04-01T00:00:00Z",
+              "amount": "30.000000000000"}}]}}, "carried": []}}"#
+        );
+        let c: Contract = serde_json::from_str(&text).unwrap();
+        let base = &c.config.features["base"];
+        assert_eq!(
+            (base.flat_fee, base.price, base.purchased, base.optional),
+            (Some(rust_decimal::Decimal::new(3000, 2)), None, true, false)
+        );
+        assert_eq!(c.phases.len(), 1);
+        assert_eq!(c.phases[0].config, c.config);
+        let period = c.period.clone().unwrap();
+        assert_eq!(period.segments.len(), 1);
+        assert_eq!(period.segments[0].span, period.segments[0].nominal);
+        assert_eq!(period.segments[0].span.end, ts("2024-04-01"));
+        // Written again it is compact, and reads back the same contract.
+        let compact = serde_json::to_string(&c).unwrap();
+        assert!(compact.len() < text.len() / 2, "{compact}");
+        assert_eq!(serde_json::from_str::<Contract>(&compact).unwrap(), c);
+    }
+}
