@@ -39,6 +39,7 @@ fn ok(v: Value) -> Response {
 pub async fn save_customer(
     State(s): State<AppState>,
     Auth(t): Auth,
+    rid: RequestId,
     Body(b): Body<CustomerBody>,
 ) -> ApiResult {
     let now = s.tally.now(&t);
@@ -88,10 +89,8 @@ pub async fn save_customer(
         c.tax_rate = td.tax_rate;
     }
     s.tally
-        .store
-        .save_customer(&t.id, &c)
-        .await
-        .map_err(tally_app::AppError::from)?;
+        .save_customer(&t, &c, b.id.is_none(), &actor(&rid))
+        .await?;
     Ok(ok(json!(c.id)))
 }
 
@@ -779,23 +778,38 @@ async fn set_status(
         return Err(refuse(inv.status));
     }
     let who = actor(rid);
-    let event = tally_app::store::Event {
+    let at = s.tally.now(t);
+    let event = |kind: &str, data: Value| tally_app::store::Event {
         id: new_id("Evt"),
-        kind: match to {
-            InvoiceStatus::Void => "v1.invoice.voided",
-            _ => "v1.invoice.paid",
-        }
-        .into(),
+        kind: kind.into(),
         contract_id: Some(inv.draft.contract_id.clone()),
-        at: s.tally.now(t),
-        actor: who.name,
-        request_id: who.request_id,
-        data: json!({ "invoice_id": inv.id, "number": inv.number }),
+        at,
+        actor: who.name.clone(),
+        request_id: who.request_id.clone(),
+        data,
+    };
+    let about = json!({ "invoice_id": inv.id, "number": inv.number });
+    let events = match to {
+        InvoiceStatus::Void => vec![event("v1.invoice.voided", about)],
+        // Marking an invoice paid records the payment too (Wingback's `v1.payment.succeeded`
+        // names the customer; ours adds the invoice and the amount due).
+        _ => vec![
+            event("v1.invoice.paid", about),
+            event(
+                "v1.payment.succeeded",
+                json!({
+                    "customer_id": inv.draft.customer_id,
+                    "invoice_id": inv.id,
+                    "amount": inv.draft.amount_due.to_string(),
+                    "currency": inv.draft.currency,
+                }),
+            ),
+        ],
     };
     let moved = s
         .tally
         .store
-        .set_invoice_status(&t.id, &inv.id, to, &event)
+        .set_invoice_status(&t.id, &inv.id, to, &events)
         .await
         .map_err(tally_app::AppError::from)?;
     // Another request moved it first: answer what it is now.

@@ -109,12 +109,29 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn save_customer(&self, tenant: &str, customer: &Customer) -> StoreResult<()> {
+    async fn save_customer(
+        &self,
+        tenant: &str,
+        customer: &Customer,
+        event: Option<&Event>,
+    ) -> StoreResult<()> {
         self.with(|i| {
             let d = data(i, tenant);
+            if let Some(slug) = &customer.slug
+                && d.customers
+                    .iter()
+                    .any(|c| c.id != customer.id && c.slug.as_ref() == Some(slug))
+            {
+                return Err(StoreError::Duplicate("customer slug".into()));
+            }
             match d.customers.iter_mut().find(|c| c.id == customer.id) {
                 Some(c) => *c = customer.clone(),
                 None => d.customers.push(customer.clone()),
+            }
+            if let Some(event) = event {
+                let made = Delivery::fan_out(&d.webhooks, &[event]);
+                d.deliveries.extend(made.into_iter().map(|x| (x, None)));
+                d.events.push(event.clone());
             }
             Ok(())
         })
@@ -456,7 +473,7 @@ impl Store for MemoryStore {
         tenant: &str,
         id: &str,
         status: InvoiceStatus,
-        event: &Event,
+        events: &[Event],
     ) -> StoreResult<bool> {
         self.with(|i| {
             let d = data(i, tenant);
@@ -467,9 +484,10 @@ impl Store for MemoryStore {
                 return Ok(false);
             }
             inv.status = status;
-            let made = Delivery::fan_out(&d.webhooks, &[event]);
+            let refs: Vec<&Event> = events.iter().collect();
+            let made = Delivery::fan_out(&d.webhooks, &refs);
             d.deliveries.extend(made.into_iter().map(|x| (x, None)));
-            d.events.push(event.clone());
+            d.events.extend(events.iter().cloned());
             Ok(true)
         })
     }

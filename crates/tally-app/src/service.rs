@@ -253,8 +253,14 @@ impl Tally {
             existing.push(self.store.customer(&tenant.id, &c.slug).await?);
         }
         let now = self.now(tenant);
+        let known: Vec<String> = existing.iter().flatten().map(|c| c.id.clone()).collect();
+        let actor = Actor {
+            name: "catalog_apply".into(),
+            request_id: None,
+        };
         for c in file.customers(&existing, now) {
-            self.store.save_customer(&tenant.id, &c).await?;
+            let created = !known.contains(&c.id);
+            self.save_customer(tenant, &c, created, &actor).await?;
         }
         if merged != *current {
             self.store.save_catalog(&tenant.id, &merged).await?;
@@ -267,6 +273,36 @@ impl Tally {
             self.store.update_tenant(&t).await?;
         }
         Ok((t, merged))
+    }
+
+    /// Creates (`created`) or updates a customer, with its `v1.customer.created` or
+    /// `v1.customer.updated` event (payload: the customer id, as Wingback sends it) written in
+    /// the same transaction. A slug another customer holds is a conflict.
+    pub async fn save_customer(
+        &self,
+        tenant: &Tenant,
+        customer: &Customer,
+        created: bool,
+        actor: &Actor,
+    ) -> AppResult<()> {
+        let kind = if created {
+            "v1.customer.created"
+        } else {
+            "v1.customer.updated"
+        };
+        let event = Event {
+            id: new_id("Evt"),
+            kind: kind.into(),
+            contract_id: None,
+            at: self.now(tenant),
+            actor: actor.name.clone(),
+            request_id: actor.request_id.clone(),
+            data: serde_json::json!({ "customer_id": customer.id }),
+        };
+        self.store
+            .save_customer(&tenant.id, customer, Some(&event))
+            .await?;
+        Ok(())
     }
 
     /// A customer by id or slug.

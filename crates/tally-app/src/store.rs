@@ -243,8 +243,14 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces the tenant's catalog.
     async fn save_catalog(&self, tenant: &str, catalog: &Catalog) -> StoreResult<()>;
 
-    /// Creates or replaces a customer.
-    async fn save_customer(&self, tenant: &str, customer: &Customer) -> StoreResult<()>;
+    /// Creates or replaces a customer, writing `event` (`v1.customer.created` or `.updated`)
+    /// and its webhook deliveries in the same transaction.
+    async fn save_customer(
+        &self,
+        tenant: &str,
+        customer: &Customer,
+        event: Option<&Event>,
+    ) -> StoreResult<()>;
     /// A customer by id or slug.
     async fn customer(&self, tenant: &str, id_or_slug: &str) -> StoreResult<Option<Customer>>;
     /// The customer's credit balance per currency.
@@ -363,7 +369,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<(Vec<Invoice>, u64)>;
     /// One invoice.
     async fn invoice(&self, tenant: &str, id: &str) -> StoreResult<Option<Invoice>>;
-    /// Moves an open invoice to `status` (paid or void), writing `event` and its webhook
+    /// Moves an open invoice to `status` (paid or void), writing `events` and their webhook
     /// deliveries in the same transaction; false, with nothing written, when the invoice is not
     /// open any more (a concurrent request moved it first).
     async fn set_invoice_status(
@@ -371,7 +377,7 @@ pub trait Store: Send + Sync + 'static {
         tenant: &str,
         id: &str,
         status: InvoiceStatus,
-        event: &Event,
+        events: &[Event],
     ) -> StoreResult<bool>;
 
     /// A contract's events in order.

@@ -46,7 +46,7 @@ async fn customer(store: &dyn Store, t: &Tenant, slug: &str) -> Customer {
         tax_rate: None,
         created_at: ts("2024-01-01T00:00:00Z"),
     };
-    store.save_customer(&t.id, &c).await.unwrap();
+    store.save_customer(&t.id, &c, None).await.unwrap();
     c
 }
 
@@ -262,7 +262,7 @@ async fn catalog_and_customers(store: &dyn Store) {
     );
     let mut renamed = c.clone();
     renamed.name = Some("Acme Inc".into());
-    store.save_customer(&t.id, &renamed).await.unwrap();
+    store.save_customer(&t.id, &renamed, None).await.unwrap();
     assert_eq!(store.customer(&t.id, "acme").await.unwrap(), Some(renamed));
 }
 
@@ -367,7 +367,7 @@ async fn contracts_versions_and_invoices(store: &dyn Store) {
     let paid = event(&c, "v1.invoice.paid");
     assert!(
         store
-            .set_invoice_status(&t.id, &inv.id, InvoiceStatus::Paid, &paid)
+            .set_invoice_status(&t.id, &inv.id, InvoiceStatus::Paid, &[paid])
             .await
             .unwrap()
     );
@@ -381,7 +381,7 @@ async fn contracts_versions_and_invoices(store: &dyn Store) {
     let voided = event(&c, "v1.invoice.voided");
     assert!(
         !store
-            .set_invoice_status(&t.id, &inv.id, InvoiceStatus::Void, &voided)
+            .set_invoice_status(&t.id, &inv.id, InvoiceStatus::Void, &[voided])
             .await
             .unwrap()
     );
@@ -698,16 +698,18 @@ async fn webhooks_get_deliveries_with_their_events(store: &dyn Store) {
             .1,
         1
     );
-    // Paying an invoice fans out as well: `all` and `invoices_only` each get one more.
+    // Paying an invoice fans out its events as well: `all` gets both, `invoices_only` the
+    // invoice's.
     let paid = event(&c, "v1.invoice.paid");
+    let payment = event(&c, "v1.payment.succeeded");
     let inv = &signed_up.invoices[0].id;
     assert!(
         store
-            .set_invoice_status(&t.id, inv, InvoiceStatus::Paid, &paid)
+            .set_invoice_status(&t.id, inv, InvoiceStatus::Paid, &[paid, payment])
             .await
             .unwrap()
     );
-    assert_eq!(store.deliveries(&t.id, &all.id, &page).await.unwrap().1, 4);
+    assert_eq!(store.deliveries(&t.id, &all.id, &page).await.unwrap().1, 5);
     let (to_invoices, n) = store
         .deliveries(&t.id, &invoices_only.id, &page)
         .await
@@ -715,6 +717,38 @@ async fn webhooks_get_deliveries_with_their_events(store: &dyn Store) {
     assert_eq!(
         (n, to_invoices[0].event_type.as_str()),
         (2, "v1.invoice.paid")
+    );
+
+    // A customer's event is written with the customer; a save refused for a slug another
+    // customer holds writes neither.
+    let mut cu2 = store
+        .customer(&t.id, &c.customer_id)
+        .await
+        .unwrap()
+        .unwrap();
+    cu2.id = new_id("Cust");
+    let mut created = event(&c, "v1.customer.created");
+    created.contract_id = None;
+    assert!(matches!(
+        store.save_customer(&t.id, &cu2, Some(&created)).await,
+        Err(StoreError::Duplicate(_))
+    ));
+    assert_eq!(store.customer(&t.id, &cu2.id).await.unwrap(), None);
+    assert_eq!(store.deliveries(&t.id, &all.id, &page).await.unwrap().1, 5);
+    cu2.slug = Some("second".into());
+    store
+        .save_customer(&t.id, &cu2, Some(&created))
+        .await
+        .unwrap();
+    let (log, n) = store.deliveries(&t.id, &all.id, &page).await.unwrap();
+    assert_eq!((n, log[0].event_type.as_str()), (6, "v1.customer.created"));
+    assert_eq!(
+        store
+            .deliveries(&t.id, &invoices_only.id, &page)
+            .await
+            .unwrap()
+            .1,
+        2
     );
 
     // Deleting an endpoint removes it and its log; another tenant cannot delete it.

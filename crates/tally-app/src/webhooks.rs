@@ -30,6 +30,9 @@ pub const EVENT_TYPES: &[&str] = &[
     "v1.invoice.created",
     "v1.invoice.paid",
     "v1.invoice.voided",
+    "v1.customer.created",
+    "v1.customer.updated",
+    "v1.payment.succeeded",
 ];
 
 /// Waits before the 2nd, 3rd, ... attempt (the Standard Webhooks schedule): 5 s, 5 min, 30 min,

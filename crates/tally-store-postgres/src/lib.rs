@@ -338,19 +338,9 @@ async fn write_commit(
         add_balance(tx, tenant, d).await?;
         issued.push(inv);
     }
-    for e in &commit.events {
-        sqlx::query(
-            "INSERT INTO events (tenant_id, id, contract_id, body) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(tenant)
-        .bind(&e.id)
-        .bind(&e.contract_id)
-        .bind(to_json(e)?)
-        .execute(&mut **tx)
-        .await
-        .map_err(be)?;
-    }
-    write_deliveries(tx, tenant, &commit.events.iter().collect::<Vec<_>>()).await?;
+    let events: Vec<&Event> = commit.events.iter().collect();
+    insert_events(tx, tenant, &events).await?;
+    write_deliveries(tx, tenant, &events).await?;
     Ok(Committed {
         invoices: issued,
         version,
@@ -586,6 +576,27 @@ async fn add_balance(
 
 /// Writes the deliveries `events` make for the tenant's webhook endpoints (none when it has
 /// none), inside the transaction that writes the events: the outbox.
+/// Inserts events one statement each (a commit writes few).
+async fn insert_events(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    tenant: &str,
+    events: &[&Event],
+) -> StoreResult<()> {
+    for e in events {
+        sqlx::query(
+            "INSERT INTO events (tenant_id, id, contract_id, body) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(tenant)
+        .bind(&e.id)
+        .bind(&e.contract_id)
+        .bind(to_json(*e)?)
+        .execute(&mut **tx)
+        .await
+        .map_err(be)?;
+    }
+    Ok(())
+}
+
 async fn write_deliveries(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     tenant: &str,
@@ -737,7 +748,13 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn save_customer(&self, tenant: &str, c: &Customer) -> StoreResult<()> {
+    async fn save_customer(
+        &self,
+        tenant: &str,
+        c: &Customer,
+        event: Option<&Event>,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(be)?;
         sqlx::query(
             "INSERT INTO customers (tenant_id, id, slug, body) VALUES ($1, $2, $3, $4)
              ON CONFLICT (tenant_id, id) DO UPDATE SET slug = excluded.slug, body = excluded.body",
@@ -746,7 +763,7 @@ impl Store for PgStore {
         .bind(&c.id)
         .bind(&c.slug)
         .bind(to_json(c)?)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| match e {
             sqlx::Error::Database(d) if d.is_unique_violation() => {
@@ -754,6 +771,11 @@ impl Store for PgStore {
             }
             other => be(other),
         })?;
+        if let Some(event) = event {
+            insert_events(&mut tx, tenant, &[event]).await?;
+            write_deliveries(&mut tx, tenant, &[event]).await?;
+        }
+        tx.commit().await.map_err(be)?;
         Ok(())
     }
 
@@ -1130,7 +1152,7 @@ impl Store for PgStore {
         tenant: &str,
         id: &str,
         status: InvoiceStatus,
-        event: &Event,
+        events: &[Event],
     ) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await.map_err(be)?;
         let moved = sqlx::query(
@@ -1147,17 +1169,9 @@ impl Store for PgStore {
             tx.rollback().await.map_err(be)?;
             return Ok(false);
         }
-        sqlx::query(
-            "INSERT INTO events (tenant_id, id, contract_id, body) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(tenant)
-        .bind(&event.id)
-        .bind(&event.contract_id)
-        .bind(to_json(event)?)
-        .execute(&mut *tx)
-        .await
-        .map_err(be)?;
-        write_deliveries(&mut tx, tenant, &[event]).await?;
+        let events: Vec<&Event> = events.iter().collect();
+        insert_events(&mut tx, tenant, &events).await?;
+        write_deliveries(&mut tx, tenant, &events).await?;
         tx.commit().await.map_err(be)?;
         Ok(true)
     }

@@ -998,8 +998,16 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn save_customer(&self, tenant: &str, c: &Customer) -> StoreResult<()> {
+    async fn save_customer(
+        &self,
+        tenant: &str,
+        c: &Customer,
+        event: Option<&Event>,
+    ) -> StoreResult<()> {
         let body = to_json(c)?;
+        let event = event
+            .map(|e| Ok::<_, StoreError>((e.clone(), to_json(e)?)))
+            .transpose()?;
         let (tenant, id, slug) = (tenant.to_string(), c.id.clone(), c.slug.clone());
         self.write(move |tx| {
             tx.prepare_cached(
@@ -1015,6 +1023,10 @@ impl Store for SqliteStore {
                     be(e)
                 }
             })?;
+            if let Some((event, body)) = &event {
+                insert_event(tx, &tenant, event, body)?;
+                write_deliveries(tx, &tenant, &[event])?;
+            }
             Ok(())
         })
         .await
@@ -1412,9 +1424,13 @@ impl Store for SqliteStore {
         tenant: &str,
         id: &str,
         status: InvoiceStatus,
-        event: &Event,
+        events: &[Event],
     ) -> StoreResult<bool> {
-        let (tenant, id, event) = (tenant.to_string(), id.to_string(), event.clone());
+        let bodies = events
+            .iter()
+            .map(to_json)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let (tenant, id, events) = (tenant.to_string(), id.to_string(), events.to_vec());
         self.with_writer(move |c| {
             let tx = immediate(c)?;
             let moved = tx
@@ -1427,8 +1443,10 @@ impl Store for SqliteStore {
                 tx.rollback().map_err(be)?;
                 return Ok(false);
             }
-            insert_event(&tx, &tenant, &event, &to_json(&event)?)?;
-            write_deliveries(&tx, &tenant, &[&event])?;
+            for (event, body) in events.iter().zip(&bodies) {
+                insert_event(&tx, &tenant, event, body)?;
+            }
+            write_deliveries(&tx, &tenant, &events.iter().collect::<Vec<_>>())?;
             tx.commit().map_err(be)?;
             Ok(true)
         })

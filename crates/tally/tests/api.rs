@@ -1394,6 +1394,62 @@ async fn webhooks_are_delivered_signed_logged_and_retried() {
 }
 
 #[tokio::test]
+async fn customer_and_payment_events_reach_webhooks() {
+    let app = spawn_app().await;
+    let t = app.tenant().await;
+    let (url, seen) = receiver(vec![]).await;
+    let body = json!({"url": url, "event_types": ["v1.customer.*", "v1.payment.succeeded"]});
+    let (s, _) = app.post(&t.key, "/v1/c/webhook", &body.to_string()).await;
+    assert_eq!(s, 200);
+    // A customer created, then updated: one event each, naming the customer.
+    let (s, id) = app
+        .post(&t.key, "/v1/c/customer", r#"{"name": "Globex"}"#)
+        .await;
+    assert_eq!(s, 200, "{id}");
+    let id = id.as_str().unwrap().to_string();
+    let update = json!({"id": id, "notes": "key account"}).to_string();
+    let (s, _) = app.post(&t.key, "/v1/c/customer", &update).await;
+    assert_eq!(s, 200);
+    // A signup on `acme` for the full March period (platform 10.00 + 4 seats x 5.00 = 30.00,
+    // no tax in this catalog), paid: one payment event for that amount; the signup's own
+    // events are not subscribed to, and `acme` came from the catalog before the endpoint.
+    let contract = app.signup(&t, "4").await;
+    let (_, page) = app
+        .get(&t.key, &format!("/v1/c/contract/{contract}/invoices"))
+        .await;
+    let invoice = page["hits"][0]["id"].as_str().unwrap().to_string();
+    let (s, paid) = app
+        .post(&t.key, &format!("/v1/c/invoice/{invoice}/pay"), "{}")
+        .await;
+    assert_eq!(s, 200, "{paid}");
+    eventually(async || seen.lock().unwrap().len() >= 3).await;
+    let payloads: Vec<Value> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, b)| serde_json::from_str(b).unwrap())
+        .collect();
+    let find = |kind: &str| {
+        payloads
+            .iter()
+            .find(|p| p["type"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} in {payloads:?}"))
+            .clone()
+    };
+    assert_eq!(payloads.len(), 3, "{payloads:?}");
+    for kind in ["v1.customer.created", "v1.customer.updated"] {
+        let p = find(kind);
+        assert_eq!(p["data"]["customer_id"], id.as_str());
+        assert_eq!(p["contract_id"], Value::Null);
+    }
+    let p = find("v1.payment.succeeded");
+    assert_eq!(p["data"]["invoice_id"], invoice.as_str());
+    assert_eq!(p["data"]["amount"], paid["amount_due"]);
+    assert_eq!(p["data"]["amount"], "30.00");
+    assert_eq!(p["contract_id"], contract.as_str());
+}
+
+#[tokio::test]
 async fn webhook_settings_are_checked() {
     let app = spawn_app().await;
     let t = app.tenant().await;

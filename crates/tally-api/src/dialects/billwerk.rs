@@ -796,7 +796,12 @@ fn order_json(o: &Order, r: &Resolved, p: &Priced, body: &OrderBody, tax_rate: D
     })
 }
 
-async fn create_inline_customer(s: &AppState, t: &Tenant, c: &CustomerBody) -> ApiResult<String> {
+async fn create_inline_customer(
+    s: &AppState,
+    t: &Tenant,
+    rid: &RequestId,
+    c: &CustomerBody,
+) -> ApiResult<String> {
     if let Some(ext) = &c.external_customer_id
         && s.tally
             .store
@@ -845,10 +850,8 @@ async fn create_inline_customer(s: &AppState, t: &Tenant, c: &CustomerBody) -> A
         created_at: s.tally.now(t),
     };
     s.tally
-        .store
-        .save_customer(&t.id, &customer)
-        .await
-        .map_err(AppError::from)?;
+        .save_customer(t, &customer, true, &actor(rid))
+        .await?;
     Ok(customer.id)
 }
 
@@ -865,7 +868,7 @@ pub async fn create_order(
     let contract_id = b.contract_id.clone().unwrap_or_else(|| new_id("Cont"));
     let mut r = resolve(&s, &t, &b, &contract_id).await?;
     if let (Effect::Signup(req), Some(c)) = (&mut r.what, &b.customer) {
-        let id = create_inline_customer(&s, &t, c).await?;
+        let id = create_inline_customer(&s, &t, &rid, c).await?;
         req.customer_id = id.clone();
         r.customer_id = id;
     }

@@ -354,6 +354,7 @@ pub struct CustomerBody {
 pub async fn create_customer(
     State(s): State<AppState>,
     Auth(t): Auth,
+    rid: RequestId,
     Body(b): Body<CustomerBody>,
 ) -> ApiResult {
     let external = b.external_id.trim();
@@ -408,11 +409,7 @@ pub async fn create_customer(
         tax_rate: None,
         created_at: s.tally.now(&t),
     };
-    s.tally
-        .store
-        .save_customer(&t.id, &c)
-        .await
-        .map_err(tally_app::AppError::from)?;
+    s.tally.save_customer(&t, &c, true, &actor(&rid)).await?;
     Ok(answer(StatusCode::CREATED, customer_json(&c)))
 }
 

@@ -41,7 +41,11 @@ pub async fn tenant_with_customers(tally: &Tally, n: usize) -> (Tenant, Catalog,
             tax_rate: None,
             created_at: "2024-01-01T00:00:00Z".parse().unwrap(),
         };
-        tally.store.save_customer(&tenant.id, &c).await.unwrap();
+        tally
+            .store
+            .save_customer(&tenant.id, &c, None)
+            .await
+            .unwrap();
         customers.push(c.id);
     }
     (tenant, catalog, customers)
