@@ -4,7 +4,7 @@
 //! never works on a stale period), computes the outcome with the core, and writes it in one
 //! atomic commit guarded by the contract's version; a lost race is retried.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -834,6 +834,8 @@ impl Tally {
             if tenant.test_mode {
                 continue;
             }
+            // Two batches in flight: while one is written, the next is read and computed.
+            let mut pending: Option<Prepared> = None;
             loop {
                 let now = self.clock.now();
                 let lease = now
@@ -841,10 +843,28 @@ impl Tally {
                     .unwrap_or(now);
                 let claimed = self.store.claim_due(&tid, until, batch, now, lease).await?;
                 if claimed.is_empty() {
+                    if let Some(last) = pending.take() {
+                        count += self.finish_batch(&tenant, last, until).await?;
+                    }
                     break;
                 }
-                let batch = self.prepare_batch(&tenant, &claimed, until).await?;
-                count += self.finish_batch(&tenant, batch, until).await?;
+                pending = Some(match pending.take() {
+                    None => {
+                        self.prepare_batch(&tenant, &claimed, until, &BTreeSet::new())
+                            .await?
+                    }
+                    Some(prev) => {
+                        // The batch being written may move some customers' credit balances:
+                        // their contracts in the next one wait until it is written.
+                        let busy = prev.moved.clone();
+                        let (written, next) = tokio::join!(
+                            self.finish_batch(&tenant, prev, until),
+                            self.prepare_batch(&tenant, &claimed, until, &busy)
+                        );
+                        count += written?;
+                        next?
+                    }
+                });
             }
         }
         Ok(count)
@@ -854,12 +874,15 @@ impl Tally {
 impl Tally {
     /// Reads and computes one claimed batch: the contracts, their usage, customers and balances
     /// read in a few queries and every due step computed. Contracts after the first of a
-    /// customer whose credit balance the batch moves are left to be billed one by one.
+    /// customer whose credit balance the batch moves, and every contract of a customer in
+    /// `busy` (whose balance a batch still being written moves), are left to be billed one by
+    /// one once the batch is written.
     async fn prepare_batch(
         &self,
         tenant: &Tenant,
         ids: &[String],
         until: Timestamp,
+        busy: &BTreeSet<String>,
     ) -> AppResult<Prepared> {
         let actor = Actor::bill_run();
         let catalog = self.store.catalog(&tenant.id).await?;
@@ -900,7 +923,8 @@ impl Tally {
                         .flatten()
                         .unwrap_or(tenant.settings.tax_rate);
                     let b = balances.remove(&id).unwrap_or_default();
-                    (id, (tax, b, false))
+                    let held = busy.contains(&id);
+                    (id, (tax, b, held))
                 })
                 .collect();
         let base = BillingContext::new(&catalog, &tenant.settings)?;
@@ -946,10 +970,16 @@ impl Tally {
                 ..Default::default()
             });
         }
+        let moved = customers
+            .into_iter()
+            .filter(|(_, (_, _, moved))| *moved)
+            .map(|(id, _)| id)
+            .collect();
         Ok(Prepared {
             commits,
             committed_ids,
             alone,
+            moved,
         })
     }
 
@@ -966,6 +996,7 @@ impl Tally {
             commits,
             committed_ids,
             mut alone,
+            moved: _,
         } = batch;
         let mut count = 0;
         let results = self.store.commit_batch(&tenant.id, commits).await?;
@@ -998,6 +1029,9 @@ struct Prepared {
     committed_ids: Vec<String>,
     /// Contracts to bill one by one once the batch is written.
     alone: Vec<String>,
+    /// Customers whose credit balance the batch may move: by its commits, or by its contracts
+    /// billed one by one after it (held ones included).
+    moved: BTreeSet<String>,
 }
 
 /// How long a bill-run worker holds the contracts it claimed before others may take them.

@@ -527,6 +527,7 @@ fn write_batch(
     tx: &Connection,
     tenant: &str,
     commits: &[Commit],
+    bodies: &[Bodies],
 ) -> StoreResult<Option<Vec<Committed>>> {
     if commits.iter().any(|c| {
         c.order.is_some() || !c.usage.is_empty() || c.contract.as_ref().is_none_or(|(_, v)| *v == 0)
@@ -535,15 +536,18 @@ fn write_batch(
     }
     // Contracts first, each guarded by its version: this takes the write lock.
     let mut updated = 0;
-    for chunk in commits.chunks(ROWS_PER_STATEMENT) {
+    for (chunk, texts) in commits
+        .chunks(ROWS_PER_STATEMENT)
+        .zip(bodies.chunks(ROWS_PER_STATEMENT))
+    {
         let mut rows = Vec::with_capacity(chunk.len());
-        for commit in chunk {
-            if let Some((c, expected)) = &commit.contract {
+        for (commit, text) in chunk.iter().zip(texts) {
+            if let (Some((c, expected)), Some(body)) = (&commit.contract, &text.contract) {
                 rows.push((
                     c.id.as_str(),
                     status_of(c)?,
                     next_due(c).map(micros),
-                    to_json(c)?,
+                    body,
                     *expected,
                 ));
             }
@@ -604,13 +608,13 @@ fn write_batch(
         seq = last - fresh;
     }
     let mut out = Vec::with_capacity(commits.len());
-    let mut invoices: Vec<(i64, Invoice, String)> = Vec::new();
-    for commit in commits {
+    let mut invoices: Vec<(i64, Invoice, &String)> = Vec::new();
+    for (commit, text) in commits.iter().zip(bodies) {
         let mut done = Committed {
             invoices: Vec::new(),
             version: commit.contract.as_ref().map_or(0, |(_, v)| v + 1),
         };
-        for draft in &commit.invoices {
+        for (draft, body) in commit.invoices.iter().zip(&text.invoices) {
             if issued_keys.contains(&draft.step_key) {
                 continue;
             }
@@ -621,7 +625,7 @@ fn write_batch(
                 status: InvoiceStatus::Open,
                 draft: draft.clone(),
             };
-            invoices.push((seq, inv.clone(), to_json(draft)?));
+            invoices.push((seq, inv.clone(), body));
             done.invoices.push(inv);
         }
         out.push(done);
@@ -719,10 +723,11 @@ fn write_batch(
             .map_err(be)?
             .query_row(params![tenant], |r| r.get(0))
             .map_err(be)?;
+        let texts = bodies.iter().flat_map(|b| &b.events);
         let mut rows = Vec::with_capacity(events.len());
-        for e in &events {
+        for (e, body) in events.iter().zip(texts) {
             seq += 1;
-            rows.push((seq, *e, to_json(e)?));
+            rows.push((seq, *e, body));
         }
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let mut values: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 5);
@@ -1233,20 +1238,24 @@ impl Store for SqliteStore {
         commits: Vec<Commit>,
     ) -> StoreResult<Vec<StoreResult<Committed>>> {
         let tenant = tenant.to_string();
+        // Serialized before the write lock is taken, as for single commits.
+        let bodies = commits
+            .iter()
+            .map(Bodies::of)
+            .collect::<StoreResult<Vec<_>>>()?;
         self.with_writer(move |c| {
             let tx = immediate(c)?;
-            if let Some(done) = write_batch(&tx, &tenant, &commits)? {
+            if let Some(done) = write_batch(&tx, &tenant, &commits, &bodies)? {
                 tx.commit().map_err(be)?;
                 return Ok(done.into_iter().map(Ok).collect());
             }
             tx.rollback().map_err(be)?;
             let mut tx = immediate(c)?;
             let mut out = Vec::with_capacity(commits.len());
-            for commit in commits {
+            for (commit, bodies) in commits.into_iter().zip(&bodies) {
                 // Each commit in its own savepoint: a conflict leaves nothing of it behind.
-                let bodies = Bodies::of(&commit)?;
                 let sp = tx.savepoint().map_err(be)?;
-                match write_commit(&sp, &tenant, commit, &bodies) {
+                match write_commit(&sp, &tenant, commit, bodies) {
                     Err(StoreError::Conflict) => {
                         // Dropping the savepoint rolls it back.
                         drop(sp);

@@ -854,6 +854,101 @@ async fn bill_run_with_three_workers(url: &str) {
     );
 }
 
+/// A customer's credit balance is used once across bill-run batches, even though the next
+/// batch is read while the previous one is being written: `acme` has 25.00 of credit and six
+/// contracts renewing on Feb 1, interleaved with six of `globex`, billed two at a time.
+#[tokio::test]
+async fn credit_is_applied_once_across_bill_run_batches() {
+    use std::sync::Arc;
+    use tally_core::prelude::*;
+    let path = std::env::temp_dir().join(format!("tally-test-{}.db", uuid_like()));
+    let tally = tally_app::Tally {
+        store: tally::open(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap(),
+        clock: Arc::new(Fixed("2024-01-15T00:00:00Z".parse().unwrap())),
+    };
+    let (tenant, _) = tally.create_tenant("live", false).await.unwrap();
+    let file = tally_app::catalog_file::CatalogFile::from_json(CATALOG).unwrap();
+    let (tenant, _) = tally.apply_catalog(&tenant, &file).await.unwrap();
+    let actor = tally_app::Actor::bill_run();
+    let mut globex = tally
+        .store
+        .customer(&tenant.id, "acme")
+        .await
+        .unwrap()
+        .unwrap();
+    globex.id = tally_app::ids::new_id("Cust");
+    globex.slug = Some("globex".into());
+    tally
+        .save_customer(&tenant, &globex, true, &actor)
+        .await
+        .unwrap();
+    let mut signup_invoice = None;
+    for i in 0..12 {
+        let customer = if i % 2 == 0 { "acme" } else { "globex" };
+        let mut req = SignupRequest::new("", customer, "basic", Currency::Usd, Cycle::Month)
+            .seats("seats", 1);
+        req.activation = Some("2024-01-01T00:00:00Z".parse().unwrap());
+        let (_, invoices) = tally.subscribe(&tenant, req, &actor).await.unwrap();
+        signup_invoice.get_or_insert(invoices[0].draft.clone());
+    }
+    let acme = tally
+        .store
+        .customer(&tenant.id, "acme")
+        .await
+        .unwrap()
+        .unwrap();
+    // 25.00 of credit for acme, as a credit note would leave it.
+    let mut credit = signup_invoice.unwrap();
+    credit.step_key = "credit-note".into();
+    credit.lines.clear();
+    credit.credit_added = "25.00".parse().unwrap();
+    tally
+        .store
+        .commit(
+            &tenant.id,
+            tally_app::store::Commit {
+                invoices: vec![credit],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let balance = |b: std::collections::BTreeMap<Currency, rust_decimal::Decimal>| {
+        b.get(&Currency::Usd).map(ToString::to_string)
+    };
+    assert_eq!(
+        balance(tally.store.balances(&tenant.id, &acme.id).await.unwrap()),
+        Some("25.00".into())
+    );
+    let until: jiff::Timestamp = "2024-02-01T00:00:00Z".parse().unwrap();
+    assert_eq!(tally.bill_run(until, 2).await.unwrap(), 12);
+    let (invoices, _) = all_invoices(&tally, &tenant.id).await;
+    let renewals: Vec<_> = invoices
+        .iter()
+        .filter(|i| i.draft.issued_at == until && i.draft.customer_id == acme.id)
+        .collect();
+    assert_eq!(renewals.len(), 6);
+    // Each renewal is platform 10.00 + 1 seat x 5.00 = 15.00. The credit covers the first in
+    // full (25.00 - 15.00 = 10.00 left) and 10.00 of the second; the other four owe 15.00.
+    let mut applied: Vec<String> = renewals
+        .iter()
+        .map(|i| i.draft.credit_applied.to_string())
+        .collect();
+    applied.sort();
+    assert_eq!(applied, ["0.00", "0.00", "0.00", "0.00", "10.00", "15.00"]);
+    let due: rust_decimal::Decimal = renewals.iter().map(|i| i.draft.amount_due).sum();
+    // 6 x 15.00 - 25.00 = 65.00
+    assert_eq!(due.to_string(), "65.00");
+    let left = balance(tally.store.balances(&tenant.id, &acme.id).await.unwrap());
+    assert!(
+        left.as_deref().is_none_or(|b| b == "0.00" || b == "0"),
+        "{left:?}"
+    );
+    remove_db(&path);
+}
+
 #[tokio::test]
 async fn bill_run_with_three_workers_on_sqlite() {
     let path = std::env::temp_dir().join(format!("tally-test-{}.db", uuid_like()));
