@@ -746,8 +746,9 @@ pub async fn get_invoice(
     Ok(ok(invoice_json(&inv)))
 }
 
-/// Moves an open invoice to paid or void with its event (`v1.invoice.paid`,
-/// `v1.invoice.voided`); asking again for the state it is already in answers it unchanged.
+/// Moves an open invoice to paid or void with its events (`v1.invoice.paid` and
+/// `v1.payment.succeeded`, or `v1.invoice.voided`); asking again for the state it is already
+/// in answers it unchanged.
 async fn set_status(
     s: &AppState,
     t: &tally_app::store::Tenant,
