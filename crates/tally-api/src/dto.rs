@@ -824,6 +824,49 @@ pub fn draft_json(d: &InvoiceDraft) -> Value {
     serde_json::to_value(d).unwrap_or(Value::Null)
 }
 
+/// The documented shape of a customer, as `GET /v1/c/customer/{id}` serves it.
+#[derive(utoipa::ToSchema)]
+#[schema(as = Customer)]
+#[allow(dead_code)]
+pub struct CustomerDoc {
+    /// `Cust_<uuid>`.
+    id: String,
+    /// Slug from a catalog file (or a dialect's external id), accepted wherever the id is.
+    slug: Option<String>,
+    /// When it was created.
+    #[schema(format = DateTime)]
+    created: String,
+    /// Always `active`.
+    status: String,
+    /// Name.
+    name: Option<String>,
+    /// Email addresses (free-form object).
+    #[schema(value_type = Object)]
+    emails: Value,
+    /// The tenant's own reference.
+    customer_reference: Option<String>,
+    /// Postal address (free-form object).
+    #[schema(value_type = Option<Object>)]
+    address: Option<Value>,
+    /// Metadata.
+    metadata: BTreeMap<String, String>,
+    /// Notes.
+    notes: Option<String>,
+    /// Tax settings.
+    tax_details: TaxDetailsDoc,
+    /// The summaries of its contracts, oldest first.
+    contracts: Vec<ContractSummary<'static>>,
+}
+
+/// A customer's tax settings.
+#[derive(utoipa::ToSchema)]
+#[schema(as = TaxDetails)]
+#[allow(dead_code)]
+pub struct TaxDetailsDoc {
+    /// Tax rate in percent; the tenant's when null.
+    tax_rate: Option<String>,
+}
+
 /// A customer on the wire (Wingback's fields).
 pub fn customer_json(c: &Customer, contracts: Vec<Value>) -> Value {
     json!({

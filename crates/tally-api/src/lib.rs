@@ -321,6 +321,47 @@ mod tests {
         );
     }
 
+    /// A served customer, with its contract summaries, has exactly the documented keys.
+    #[test]
+    fn customers_are_served_as_documented() {
+        use tally_core::prelude::*;
+        let (catalog, settings) = tally_core::examples::basic_catalog();
+        let cx = BillingContext::new(&catalog, &settings).unwrap();
+        let req = SignupRequest::new("Cont_1", "Cust_1", "basic", Currency::Usd, Cycle::Month);
+        let out = subscribe(&req, &cx, "2024-01-01T00:00:00Z".parse().unwrap()).unwrap();
+        let summary =
+            crate::dto::contract_json(&out.contract, &catalog)["contract_summary"].clone();
+        let customer = tally_app::store::Customer {
+            id: "Cust_1".into(),
+            slug: Some("acme".into()),
+            name: Some("Acme".into()),
+            emails: serde_json::json!({"main": "billing@acme.test"}),
+            customer_reference: None,
+            address: None,
+            metadata: Default::default(),
+            notes: None,
+            tax_rate: None,
+            created_at: "2024-01-01T00:00:00Z".parse().unwrap(),
+        };
+        let served = crate::dto::customer_json(&customer, vec![summary]);
+        let doc = serde_json::to_value(super::openapi()).unwrap();
+        let keys = |v: &serde_json::Value| -> Vec<String> {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(keys(&served), keys(&schemas["Customer"]["properties"]));
+        assert_eq!(
+            keys(&served["tax_details"]),
+            keys(&schemas["TaxDetails"]["properties"])
+        );
+        assert_eq!(
+            keys(&served["contracts"][0]),
+            keys(&schemas["ContractSummary"]["properties"])
+        );
+    }
+
     #[test]
     fn every_endpoint_is_documented_with_its_errors() {
         let doc = super::openapi();
