@@ -780,15 +780,8 @@ async fn set_status(
     }
     let who = actor(rid);
     let at = s.tally.now(t);
-    let event = |kind: &str, data: Value| tally_app::store::Event {
-        id: new_id("Evt"),
-        kind: kind.into(),
-        contract_id: Some(inv.draft.contract_id.clone()),
-        at,
-        actor: who.name.clone(),
-        request_id: who.request_id.clone(),
-        data,
-    };
+    let event =
+        |kind: &str, data: Value| who.event(kind, Some(inv.draft.contract_id.clone()), at, data);
     let about = json!({ "invoice_id": inv.id, "number": inv.number });
     let events = match to {
         InvoiceStatus::Void => vec![event("v1.invoice.voided", about)],

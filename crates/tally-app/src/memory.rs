@@ -57,6 +57,15 @@ impl MemoryStore {
     }
 }
 
+impl TenantData {
+    /// Records events with the deliveries they make for the tenant's webhook endpoints.
+    fn record(&mut self, events: Vec<Event>) {
+        let made = Delivery::fan_out(&self.webhooks, &events.iter().collect::<Vec<_>>());
+        self.deliveries.extend(made.into_iter().map(|x| (x, None)));
+        self.events.extend(events);
+    }
+}
+
 fn data<'a>(inner: &'a mut Inner, tenant: &str) -> &'a mut TenantData {
     inner.tenants.entry(tenant.to_string()).or_default()
 }
@@ -128,11 +137,7 @@ impl Store for MemoryStore {
                 Some(c) => *c = customer.clone(),
                 None => d.customers.push(customer.clone()),
             }
-            if let Some(event) = event {
-                let made = Delivery::fan_out(&d.webhooks, &[event]);
-                d.deliveries.extend(made.into_iter().map(|x| (x, None)));
-                d.events.push(event.clone());
-            }
+            d.record(event.into_iter().cloned().collect());
             Ok(())
         })
     }
@@ -329,9 +334,7 @@ impl Store for MemoryStore {
                 d.invoices.push(inv.clone());
                 issued.push(inv);
             }
-            let made = Delivery::fan_out(&d.webhooks, &commit.events.iter().collect::<Vec<_>>());
-            d.deliveries.extend(made.into_iter().map(|x| (x, None)));
-            d.events.extend(commit.events);
+            d.record(commit.events);
             Ok(Committed {
                 invoices: issued,
                 version,
@@ -484,10 +487,7 @@ impl Store for MemoryStore {
                 return Ok(false);
             }
             inv.status = status;
-            let refs: Vec<&Event> = events.iter().collect();
-            let made = Delivery::fan_out(&d.webhooks, &refs);
-            d.deliveries.extend(made.into_iter().map(|x| (x, None)));
-            d.events.extend(events.iter().cloned());
+            d.record(events.to_vec());
             Ok(true)
         })
     }

@@ -87,6 +87,25 @@ pub struct Actor {
 }
 
 impl Actor {
+    /// A new event of `kind` made by this actor at `at`.
+    pub fn event(
+        &self,
+        kind: &str,
+        contract_id: Option<String>,
+        at: Timestamp,
+        data: serde_json::Value,
+    ) -> Event {
+        Event {
+            id: new_id("Evt"),
+            kind: kind.into(),
+            contract_id,
+            at,
+            actor: self.name.clone(),
+            request_id: self.request_id.clone(),
+            data,
+        }
+    }
+
     /// The bill run.
     pub fn bill_run() -> Actor {
         Actor {
@@ -149,15 +168,7 @@ fn events_for(
     actor: &Actor,
     data: serde_json::Value,
 ) -> Event {
-    Event {
-        id: new_id("Evt"),
-        kind: kind.into(),
-        contract_id: Some(c.id.clone()),
-        at,
-        actor: actor.name.clone(),
-        request_id: actor.request_id.clone(),
-        data,
-    }
+    actor.event(kind, Some(c.id.clone()), at, data)
 }
 
 /// The invoices and events of the billing steps an advance ran.
@@ -290,15 +301,8 @@ impl Tally {
         } else {
             "v1.customer.updated"
         };
-        let event = Event {
-            id: new_id("Evt"),
-            kind: kind.into(),
-            contract_id: None,
-            at: self.now(tenant),
-            actor: actor.name.clone(),
-            request_id: actor.request_id.clone(),
-            data: serde_json::json!({ "customer_id": customer.id }),
-        };
+        let data = json!({ "customer_id": customer.id });
+        let event = actor.event(kind, None, self.now(tenant), data);
         self.store
             .save_customer(&tenant.id, customer, Some(&event))
             .await?;

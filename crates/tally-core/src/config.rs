@@ -72,7 +72,7 @@ pub struct PricedFeature {
 }
 
 // Stored contracts leave out fields at their defaults (they are written on every renewal).
-pub(crate) fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()
 }
 

@@ -574,8 +574,6 @@ async fn add_balance(
     Ok(())
 }
 
-/// Writes the deliveries `events` make for the tenant's webhook endpoints (none when it has
-/// none), inside the transaction that writes the events: the outbox.
 /// Inserts events one statement each (a commit writes few).
 async fn insert_events(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
@@ -597,6 +595,8 @@ async fn insert_events(
     Ok(())
 }
 
+/// Writes the deliveries `events` make for the tenant's webhook endpoints (none when it has
+/// none), inside the transaction that writes the events: the outbox.
 async fn write_deliveries(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     tenant: &str,
