@@ -1,5 +1,5 @@
 //! Request plumbing: the authenticated tenant (`wb-key` or bearer key), JSON bodies whose errors
-//! name the offending field, and `Idempotency-Key` replay.
+//! name the offending field, JSON answers, and `Idempotency-Key` replay.
 
 use axum::body::{Body as AxumBody, Bytes, to_bytes};
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
@@ -8,11 +8,41 @@ use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
-use sha2::{Digest, Sha256};
 use tally_app::store::{IdempotentResponse, Tenant};
 
 use crate::AppState;
 use crate::error::ApiError;
+
+/// A JSON answer, serialized into one growing `Vec` and handed to the response whole. (axum's
+/// `Json` writes through `BytesMut`'s `BufMut`, one call per token, which on a contract view
+/// costs more than the rest of the answer.)
+pub struct Json<T>(pub T);
+
+impl<T: serde::Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        let mut buf = Vec::with_capacity(4096);
+        match serde_json::to_writer(&mut buf, &self.0) {
+            Ok(()) => (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                buf,
+            )
+                .into_response(),
+            Err(e) => {
+                tracing::error!(error = %e, "an answer could not be serialized");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    None,
+                    "the answer could not be written",
+                )
+                .into_response()
+            }
+        }
+    }
+}
 
 /// Largest request body accepted (bulk usage included).
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -228,11 +258,11 @@ async fn replay_or_run(
             "the body is too large",
         )
     })?;
-    let mut h = Sha256::new();
-    h.update(parts.method.as_str().as_bytes());
-    h.update(parts.uri.path().as_bytes());
-    h.update(&bytes);
-    let hash: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let hash = tally_app::ids::sha256_hex(&[
+        parts.method.as_str().as_bytes(),
+        parts.uri.path().as_bytes(),
+        &bytes,
+    ]);
     let tenant_id = auth.0.id.clone();
     let now = state.tally.clock.now();
     if let Some(prev) = state

@@ -1,7 +1,7 @@
 //! The native API handlers (`/v1/c/...`): customers, contracts and their changes, usage,
 //! invoices, catalog and the test clock. Each handler parses, calls one use case, and renders.
 
-use axum::Json;
+use crate::extract::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -322,25 +322,82 @@ pub async fn upgrade(
     Ok(ok(json!(r.outcome.contract.id)))
 }
 
-fn wingback_invoice(d: &InvoiceDraft) -> Value {
-    json!({
-        "invoice": {
-            "customer_id": d.customer_id,
-            "currency": d.currency,
-            "date": d.issued_at,
-            "status": "pending_validation",
-            "total": d.gross,
-        },
-        "invoice_items": d.lines.iter().map(|l| json!({
-            "name": l.feature_slug,
-            "description": l.description,
-            "currency": d.currency,
-            "unit_count": l.quantity,
-            "unit_price": l.unit_amount,
-            "subtotal": l.amount,
-            "total_excluding_tax": l.amount,
-        })).collect::<Vec<_>>(),
-    })
+/// Wingback's invoice preview: the invoice head and its items.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct WingbackPreview<'a> {
+    /// The invoice the change would issue.
+    pub invoice: WingbackInvoiceHead<'a>,
+    /// Its lines.
+    pub invoice_items: Vec<WingbackItem<'a>>,
+}
+
+/// The head of Wingback's invoice preview.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct WingbackInvoiceHead<'a> {
+    /// Currency.
+    #[schema(value_type = String)]
+    pub currency: Currency,
+    /// Customer id.
+    pub customer_id: &'a str,
+    /// Date of issue.
+    #[schema(value_type = String, format = DateTime)]
+    pub date: jiff::Timestamp,
+    /// Always `pending_validation`: a preview is not issued.
+    pub status: &'static str,
+    /// Total with tax.
+    #[schema(value_type = String)]
+    pub total: Decimal,
+}
+
+/// One line of Wingback's invoice preview.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct WingbackItem<'a> {
+    /// Currency.
+    #[schema(value_type = String)]
+    pub currency: Currency,
+    /// What the line is for.
+    pub description: &'a str,
+    /// Feature slug (none on a discount or credit line).
+    pub name: Option<&'a str>,
+    /// Amount before tax.
+    #[schema(value_type = String)]
+    pub subtotal: Decimal,
+    /// Amount before tax (the same).
+    #[schema(value_type = String)]
+    pub total_excluding_tax: Decimal,
+    /// Units.
+    #[schema(value_type = String)]
+    pub unit_count: Decimal,
+    /// Price per unit.
+    #[schema(value_type = String)]
+    pub unit_price: Decimal,
+}
+
+impl<'a> WingbackPreview<'a> {
+    fn of(d: &'a InvoiceDraft) -> Self {
+        WingbackPreview {
+            invoice: WingbackInvoiceHead {
+                currency: d.currency,
+                customer_id: &d.customer_id,
+                date: d.issued_at,
+                status: "pending_validation",
+                total: d.gross,
+            },
+            invoice_items: d
+                .lines
+                .iter()
+                .map(|l| WingbackItem {
+                    currency: d.currency,
+                    description: &l.description,
+                    name: l.feature_slug.as_deref(),
+                    subtotal: l.amount,
+                    total_excluding_tax: l.amount,
+                    unit_count: l.quantity,
+                    unit_price: l.unit_amount,
+                })
+                .collect(),
+        }
+    }
 }
 
 /// `POST /v1/c/contract/{id}/upgrade_estimate`: the same body; changes nothing; the invoice it
@@ -356,29 +413,27 @@ pub async fn upgrade_estimate(
     let req = b.to_request();
     let r = s.tally.change(&t, &id, &req, true, &actor(&rid)).await?;
     let o = &r.outcome;
-    let catalog = s
-        .tally
-        .store
-        .catalog(&t.id)
-        .await
-        .map_err(tally_app::AppError::from)?;
     let period = if o.scheduled {
         let schedule = o.contract.schedule;
-        schedule
-            .and_then(|sch| {
-                let tz = tally_core::calendar::time_zone(&t.settings.time_zone).ok()?;
-                sch.period_containing(o.effective_at, &tz).ok()
+        schedule.and_then(|sch| {
+            let tz = tally_core::calendar::time_zone(&t.settings.time_zone).ok()?;
+            let p = sch.period_containing(o.effective_at, &tz).ok()?;
+            Some(PeriodView {
+                start: o.effective_at,
+                end: Some(p.end),
             })
-            .map(|p| json!({ "start": o.effective_at, "end": p.end }))
-            .unwrap_or(Value::Null)
+        })
     } else {
-        json!({ "start": o.effective_at, "end": o.contract.period.as_ref().and_then(|p| p.end) })
+        Some(PeriodView {
+            start: o.effective_at,
+            end: o.contract.period.as_ref().and_then(|p| p.end),
+        })
     };
     let inv = o.invoice.as_ref();
     Ok(Json(EstimateView {
         is_downgrade: o.is_downgrade,
         new_contract_period: period,
-        price_on_new_contract: inv.map(wingback_invoice).into_iter().collect(),
+        price_on_new_contract: inv.map(WingbackPreview::of).into_iter().collect(),
         remains_to_pay_current_contract: Vec::new(),
         pro_rate_new_contract: inv
             .map_or(Decimal::ZERO, |i| sum_kind(i, LineKind::ProrationCharge)),
@@ -387,7 +442,7 @@ pub async fn upgrade_estimate(
         invoice: inv,
         effective_at: o.effective_at,
         scheduled: o.scheduled,
-        contract: ContractView::new(&o.contract, &catalog),
+        contract: ContractView::new(&o.contract, &r.catalog),
     })
     .into_response())
 }
@@ -398,12 +453,10 @@ pub async fn upgrade_estimate(
 pub struct EstimateView<'a> {
     /// True when the change lowers the recurring price per unit of time.
     pub is_downgrade: bool,
-    /// The period the new configuration starts in (`{start, end}`), or null.
-    #[schema(value_type = Object)]
-    pub new_contract_period: Value,
-    /// Wingback's invoice preview (`{invoice, invoice_items}`), one entry when one is issued.
-    #[schema(value_type = Vec<Object>)]
-    pub price_on_new_contract: Vec<Value>,
+    /// The period the new configuration starts in, or null.
+    pub new_contract_period: Option<PeriodView>,
+    /// Wingback's invoice preview, one entry when one is issued.
+    pub price_on_new_contract: Vec<WingbackPreview<'a>>,
     /// Always empty: the change's invoice settles the current contract.
     #[schema(value_type = Vec<Object>)]
     pub remains_to_pay_current_contract: Vec<Value>,

@@ -2,7 +2,7 @@
 //! signing secret; list, read, update and delete endpoints; read an endpoint's delivery log and
 //! send a delivery again.
 
-use axum::Json;
+use crate::extract::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

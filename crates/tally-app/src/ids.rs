@@ -19,8 +19,16 @@ pub fn new_api_key(test_mode: bool) -> String {
 
 /// The stored form of an API key: its SHA-256, hex. Keys are never stored in clear.
 pub fn hash_key(key: &str) -> String {
-    let digest = Sha256::digest(key.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    sha256_hex(&[key.as_bytes()])
+}
+
+/// The SHA-256 of the concatenated `parts`, as lower-case hex.
+pub fn sha256_hex(parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p);
+    }
+    hex::encode(h.finalize())
 }
 
 #[cfg(test)]

@@ -122,6 +122,17 @@ pub struct ChangeResult {
     pub outcome: ChangeOutcome,
     /// The stored invoice, for an execution that issued one.
     pub invoice: Option<Invoice>,
+    /// The catalog the change was computed against (it names the contract's plan).
+    pub catalog: Arc<Catalog>,
+}
+
+/// What a contract mutation made: the contract after it, the invoices stored, the mutation's
+/// own answer, and the catalog it ran against.
+struct Mutated<T> {
+    contract: Contract,
+    invoices: Vec<Invoice>,
+    answer: T,
+    catalog: Arc<Catalog>,
 }
 
 /// What a dialect's order adds to the write that carries it out: the order itself (marked
@@ -335,22 +346,25 @@ impl Tally {
 
     /// Reads a contract with everything its billing needs.
     async fn load(&self, tenant: &Tenant, contract_id: &str) -> AppResult<Loaded> {
-        let stored = self.contract(tenant, contract_id).await?;
-        let c = &stored.contract;
-        let since = c.period.as_ref().map_or(c.created_at, |p| p.start);
-        let usage = self.store.usage(&tenant.id, &c.id, since).await?;
-        let customer = self.store.customer(&tenant.id, &c.customer_id).await?;
-        let tax_rate = customer
+        let state = self
+            .store
+            .billing_state(&tenant.id, contract_id)
+            .await?
+            .ok_or_else(|| AppError::NotFound {
+                kind: "contract",
+                param: "contract_id".into(),
+                id: contract_id.into(),
+            })?;
+        let tax_rate = state
+            .customer
             .and_then(|cu| cu.tax_rate)
             .unwrap_or(tenant.settings.tax_rate);
-        let balances = self.store.balances(&tenant.id, &c.customer_id).await?;
-        let catalog = self.store.catalog(&tenant.id).await?;
         Ok(Loaded {
-            stored,
-            catalog,
-            usage,
+            stored: state.stored,
+            catalog: state.catalog,
+            usage: state.usage,
             tax_rate,
-            balances,
+            balances: state.balances,
         })
     }
 
@@ -436,7 +450,7 @@ impl Tally {
             &BillingContext,
             Timestamp,
         ) -> AppResult<(Contract, Vec<InvoiceDraft>, Vec<Event>, T)>,
-    ) -> AppResult<(Contract, Vec<Invoice>, T)> {
+    ) -> AppResult<Mutated<T>> {
         for _ in 0..RETRIES {
             let mut loaded = self.load(tenant, contract_id).await?;
             loaded.usage.extend(extra.usage.iter().cloned());
@@ -450,7 +464,12 @@ impl Tally {
                 .with_balances(caught_up.balances_after(&cx.balances));
             let (c, more, mut events, answer) = f(&caught_up.contract, &cx2, now)?;
             if !write {
-                return Ok((c, Vec::new(), answer));
+                return Ok(Mutated {
+                    contract: c,
+                    invoices: Vec::new(),
+                    answer,
+                    catalog: loaded.catalog,
+                });
             }
             let mut all_events = invoice_events(&caught_up.contract, &invoices, actor);
             all_events.extend(invoice_events(&c, &more, actor));
@@ -470,7 +489,14 @@ impl Tally {
                 )
                 .await
             {
-                Ok(done) => return Ok((c, done.invoices, answer)),
+                Ok(done) => {
+                    return Ok(Mutated {
+                        contract: c,
+                        invoices: done.invoices,
+                        answer,
+                        catalog: loaded.catalog,
+                    });
+                }
                 Err(StoreError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -511,7 +537,12 @@ impl Tally {
         actor: &Actor,
     ) -> AppResult<ChangeResult> {
         let change_id = new_id("Chg");
-        let (_, invoices, outcome) = self
+        let Mutated {
+            invoices,
+            answer: outcome,
+            catalog,
+            ..
+        } = self
             .mutate(tenant, contract_id, actor, !preview, extra, |c, cx, now| {
                 let out = plan_change(c, req, cx, now, &change_id)?;
                 let kind = if out.scheduled {
@@ -536,7 +567,11 @@ impl Tally {
                 .find(|i| i.draft.step_key == d.step_key)
                 .cloned()
         });
-        Ok(ChangeResult { outcome, invoice })
+        Ok(ChangeResult {
+            outcome,
+            invoice,
+            catalog,
+        })
     }
 
     /// Carries out a dialect order that changes nothing but records usage: the usage and the
@@ -579,7 +614,11 @@ impl Tally {
         mode: CancelMode,
         actor: &Actor,
     ) -> AppResult<(Contract, Option<Invoice>)> {
-        let (c, invoices, _) = self
+        let Mutated {
+            contract: c,
+            invoices,
+            ..
+        } = self
             .mutate(
                 tenant,
                 contract_id,
@@ -622,7 +661,11 @@ impl Tally {
         contract_id: &str,
         actor: &Actor,
     ) -> AppResult<(Contract, Vec<Invoice>)> {
-        let (c, invoices, _) = self
+        let Mutated {
+            contract: c,
+            invoices,
+            ..
+        } = self
             .mutate(
                 tenant,
                 contract_id,
@@ -653,7 +696,7 @@ impl Tally {
         change_id: &str,
         actor: &Actor,
     ) -> AppResult<Contract> {
-        let (c, _, _) = self
+        let Mutated { contract: c, .. } = self
             .mutate(
                 tenant,
                 contract_id,
@@ -893,12 +936,7 @@ impl Tally {
         let contracts = self.store.contracts_by_ids(&tenant.id, ids).await?;
         let since = contracts
             .iter()
-            .map(|s| {
-                s.contract
-                    .period
-                    .as_ref()
-                    .map_or(s.contract.created_at, |p| p.start)
-            })
+            .map(|s| crate::store::usage_since(&s.contract))
             .min()
             .unwrap_or(until);
         let usage = self.store.usage_of(&tenant.id, ids, since).await?;

@@ -63,6 +63,27 @@ pub struct StoredContract {
     pub version: i64,
 }
 
+/// A contract with everything its billing reads ([`Store::billing_state`]).
+#[derive(Debug, Clone)]
+pub struct BillingState {
+    /// The contract and its version.
+    pub stored: StoredContract,
+    /// Its usage since [`usage_since`].
+    pub usage: Vec<UsageRecord>,
+    /// Its customer (none only if the customer row is gone).
+    pub customer: Option<Customer>,
+    /// The customer's credit balances.
+    pub balances: BTreeMap<Currency, Decimal>,
+    /// The tenant's catalog.
+    pub catalog: Arc<Catalog>,
+}
+
+/// The instant from which a contract's usage can still be billed: the start of its current
+/// period, or its signature before it has one.
+pub fn usage_since(c: &Contract) -> Timestamp {
+    c.period.as_ref().map_or(c.created_at, |p| p.start)
+}
+
 /// Payment state of an invoice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -290,6 +311,30 @@ pub trait Store: Send + Sync + 'static {
 
     /// A contract by id.
     async fn contract(&self, tenant: &str, id: &str) -> StoreResult<Option<StoredContract>>;
+    /// A contract with everything its billing reads: its usage since [`usage_since`], its
+    /// customer, the customer's credit balances and the catalog. A store that can reads them
+    /// in one snapshot; this default reads them one after another.
+    async fn billing_state(
+        &self,
+        tenant: &str,
+        contract_id: &str,
+    ) -> StoreResult<Option<BillingState>> {
+        let Some(stored) = self.contract(tenant, contract_id).await? else {
+            return Ok(None);
+        };
+        let c = &stored.contract;
+        let usage = self.usage(tenant, &c.id, usage_since(c)).await?;
+        let customer = self.customer(tenant, &c.customer_id).await?;
+        let balances = self.balances(tenant, &c.customer_id).await?;
+        let catalog = self.catalog(tenant).await?;
+        Ok(Some(BillingState {
+            stored,
+            usage,
+            customer,
+            balances,
+            catalog,
+        }))
+    }
     /// Contracts, optionally of one customer, in creation order.
     async fn contracts(
         &self,

@@ -74,6 +74,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     step_keys_are_idempotent(store.as_ref()).await;
     balances_follow_invoices(store.as_ref()).await;
     due_contracts_and_usage(store.as_ref()).await;
+    billing_state_reads_what_bills_a_contract(store.as_ref()).await;
     lists_page_and_filter(store.as_ref()).await;
     tenants_are_isolated(store.as_ref()).await;
     idempotent_responses(store.as_ref()).await;
@@ -908,6 +909,77 @@ async fn due_contracts_and_usage(store: &dyn Store) {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+/// `billing_state` answers the contract with exactly what its billing reads: usage from the
+/// period start on, its own customer and balances, the tenant's catalog; nothing of another
+/// contract, customer or tenant.
+async fn billing_state_reads_what_bills_a_contract(store: &dyn Store) {
+    let t = tenant(store).await;
+    let cu = customer(store, &t, "state").await;
+    let other = customer(store, &t, "other").await;
+    let (c, mut invoices) = signed(&cu.id, "2024-01-01T00:00:00Z");
+    invoices[0].credit_added = Decimal::new(500, 2);
+    let (d, mut theirs) = signed(&other.id, "2024-01-01T00:00:00Z");
+    theirs[0].credit_added = Decimal::new(700, 2);
+    for (k, inv) in [(c.clone(), invoices), (d.clone(), theirs)] {
+        let commit = Commit {
+            contract: Some((k, 0)),
+            invoices: inv,
+            ..Default::default()
+        };
+        store.commit(&t.id, commit).await.unwrap();
+    }
+    let rec = |u: i64, at: &str| UsageRecord {
+        feature_slug: "api_calls".into(),
+        units: Decimal::from(u),
+        timestamp: ts(at),
+        is_absolute: false,
+    };
+    // The period runs from Jan 1: the December record is before it and is not read.
+    store
+        .record_usage(
+            &t.id,
+            &c.id,
+            &[
+                rec(2, "2023-12-20T00:00:00Z"),
+                rec(3, "2024-01-05T00:00:00Z"),
+            ],
+        )
+        .await
+        .unwrap();
+    store
+        .record_usage(&t.id, &d.id, &[rec(9, "2024-01-06T00:00:00Z")])
+        .await
+        .unwrap();
+
+    let s = store.billing_state(&t.id, &c.id).await.unwrap().unwrap();
+    assert_eq!(s.stored.contract, c);
+    assert_eq!(s.stored.version, 1);
+    assert_eq!(s.usage, vec![rec(3, "2024-01-05T00:00:00Z")]);
+    assert_eq!(s.customer, Some(cu.clone()));
+    // Only this customer's credit: 5.00 (the other customer's 7.00 is theirs).
+    assert_eq!(
+        s.balances,
+        BTreeMap::from([(Currency::Usd, Decimal::new(500, 2))])
+    );
+    assert_eq!(*s.catalog, tally_core::examples::basic_catalog().0);
+
+    assert!(
+        store
+            .billing_state(&t.id, "Cont_none")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let stranger = tenant(store).await;
+    assert!(
+        store
+            .billing_state(&stranger.id, &c.id)
+            .await
+            .unwrap()
+            .is_none()
     );
 }
 

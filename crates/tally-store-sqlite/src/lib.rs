@@ -912,6 +912,84 @@ fn contract_of((body, version): (String, i64)) -> StoreResult<StoredContract> {
     })
 }
 
+/// A contract by id, on `c`.
+fn contract_on(c: &Connection, tenant: &str, id: &str) -> StoreResult<Option<StoredContract>> {
+    c.prepare_cached("SELECT body, version FROM contracts WHERE tenant_id = ? AND id = ?")
+        .map_err(be)?
+        .query_row(params![tenant, id], stored_contract)
+        .optional()
+        .map_err(be)?
+        .map(contract_of)
+        .transpose()
+}
+
+/// A contract's usage at or after `since`, on `c`.
+fn usage_on(
+    c: &Connection,
+    tenant: &str,
+    contract_id: &str,
+    since: Timestamp,
+) -> StoreResult<Vec<UsageRecord>> {
+    let mut st = c
+        .prepare_cached(
+            "SELECT feature_slug, units, ts, is_absolute FROM usage_records
+             WHERE tenant_id = ? AND contract_id = ? AND ts >= ? ORDER BY seq",
+        )
+        .map_err(be)?;
+    let rows: Vec<(String, String, i64, bool)> = st
+        .query_map(params![tenant, contract_id, micros(since)], |r| {
+            usage_of_row(r, 0)
+        })
+        .map_err(be)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(be)?;
+    rows.into_iter().map(usage_record).collect()
+}
+
+/// A customer by id or slug, on `c`.
+fn customer_on(c: &Connection, tenant: &str, id_or_slug: &str) -> StoreResult<Option<Customer>> {
+    let body = string(
+        c,
+        "SELECT body FROM customers WHERE tenant_id = ?1 AND (id = ?2 OR slug = ?2)",
+        &[&tenant, &id_or_slug],
+    )?;
+    body.map(|b| from_json(&b)).transpose()
+}
+
+/// A customer's credit balances, on `c`.
+fn balances_on(
+    c: &Connection,
+    tenant: &str,
+    customer_id: &str,
+) -> StoreResult<BTreeMap<Currency, Decimal>> {
+    let mut st = c
+        .prepare_cached(
+            "SELECT currency, amount FROM balances WHERE tenant_id = ? AND customer_id = ?",
+        )
+        .map_err(be)?;
+    let rows: Vec<(String, String)> = st
+        .query_map(params![tenant, customer_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(be)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(be)?;
+    let mut out = BTreeMap::new();
+    for (cur, amt) in rows {
+        out.insert(Currency::from_str(&cur).map_err(be)?, decimal(&amt)?);
+    }
+    Ok(out)
+}
+
+/// The stored text of a tenant's catalog, on `c`.
+fn catalog_text(c: &Connection, tenant: &str) -> StoreResult<Option<String>> {
+    let text: Option<Option<String>> = c
+        .prepare_cached("SELECT catalog FROM tenants WHERE id = ?")
+        .map_err(be)?
+        .query_row(params![tenant], |r| r.get(0))
+        .optional()
+        .map_err(be)?;
+    Ok(text.flatten())
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_tenant(&self, tenant: &Tenant, key_hash: &str) -> StoreResult<()> {
@@ -979,14 +1057,8 @@ impl Store for SqliteStore {
     }
 
     async fn catalog(&self, tenant: &str) -> StoreResult<Arc<Catalog>> {
-        let body: Option<Option<String>> = self.read(|c| {
-            c.prepare_cached("SELECT catalog FROM tenants WHERE id = ?")
-                .map_err(be)?
-                .query_row(params![tenant], |r| r.get(0))
-                .optional()
-                .map_err(be)
-        })?;
-        self.catalogs.get(tenant, body.flatten())
+        let text = self.read(|c| catalog_text(c, tenant))?;
+        self.catalogs.get(tenant, text)
     }
 
     async fn save_catalog(&self, tenant: &str, catalog: &Catalog) -> StoreResult<()> {
@@ -1038,14 +1110,7 @@ impl Store for SqliteStore {
     }
 
     async fn customer(&self, tenant: &str, id_or_slug: &str) -> StoreResult<Option<Customer>> {
-        let body = self.read(|c| {
-            string(
-                c,
-                "SELECT body FROM customers WHERE tenant_id = ?1 AND (id = ?2 OR slug = ?2)",
-                &[&tenant, &id_or_slug],
-            )
-        })?;
-        body.map(|b| from_json(&b)).transpose()
+        self.read(|c| customer_on(c, tenant, id_or_slug))
     }
 
     async fn balances(
@@ -1053,22 +1118,7 @@ impl Store for SqliteStore {
         tenant: &str,
         customer_id: &str,
     ) -> StoreResult<BTreeMap<Currency, Decimal>> {
-        let rows: Vec<(String, String)> = self.read(|c| {
-            let mut st = c
-                .prepare_cached(
-                    "SELECT currency, amount FROM balances WHERE tenant_id = ? AND customer_id = ?",
-                )
-                .map_err(be)?;
-            st.query_map(params![tenant, customer_id], |r| Ok((r.get(0)?, r.get(1)?)))
-                .map_err(be)?
-                .collect::<rusqlite::Result<_>>()
-                .map_err(be)
-        })?;
-        let mut out = BTreeMap::new();
-        for (cur, amt) in rows {
-            out.insert(Currency::from_str(&cur).map_err(be)?, decimal(&amt)?);
-        }
-        Ok(out)
+        self.read(|c| balances_on(c, tenant, customer_id))
     }
 
     async fn customers_by_ids(&self, tenant: &str, ids: &[String]) -> StoreResult<Vec<Customer>> {
@@ -1117,14 +1167,37 @@ impl Store for SqliteStore {
     }
 
     async fn contract(&self, tenant: &str, id: &str) -> StoreResult<Option<StoredContract>> {
-        let row = self.read(|c| {
-            c.prepare_cached("SELECT body, version FROM contracts WHERE tenant_id = ? AND id = ?")
-                .map_err(be)?
-                .query_row(params![tenant, id], stored_contract)
-                .optional()
-                .map_err(be)
+        self.read(|c| contract_on(c, tenant, id))
+    }
+
+    async fn billing_state(
+        &self,
+        tenant: &str,
+        contract_id: &str,
+    ) -> StoreResult<Option<BillingState>> {
+        // One read transaction: one snapshot, one pooled connection, one WAL read lock.
+        let read = self.read(|c| {
+            let tx = c.unchecked_transaction().map_err(be)?;
+            let Some(stored) = contract_on(&tx, tenant, contract_id)? else {
+                return Ok(None);
+            };
+            let k = &stored.contract;
+            let usage = usage_on(&tx, tenant, &k.id, usage_since(k))?;
+            let customer = customer_on(&tx, tenant, &k.customer_id)?;
+            let balances = balances_on(&tx, tenant, &k.customer_id)?;
+            let catalog = catalog_text(&tx, tenant)?;
+            Ok(Some((stored, usage, customer, balances, catalog)))
         })?;
-        row.map(contract_of).transpose()
+        let Some((stored, usage, customer, balances, catalog)) = read else {
+            return Ok(None);
+        };
+        Ok(Some(BillingState {
+            stored,
+            usage,
+            customer,
+            balances,
+            catalog: self.catalogs.get(tenant, catalog)?,
+        }))
     }
 
     async fn contracts(
@@ -1352,21 +1425,7 @@ impl Store for SqliteStore {
         contract_id: &str,
         since: Timestamp,
     ) -> StoreResult<Vec<UsageRecord>> {
-        let rows: Vec<(String, String, i64, bool)> = self.read(|c| {
-            let mut st = c
-                .prepare_cached(
-                    "SELECT feature_slug, units, ts, is_absolute FROM usage_records
-                     WHERE tenant_id = ? AND contract_id = ? AND ts >= ? ORDER BY seq",
-                )
-                .map_err(be)?;
-            st.query_map(params![tenant, contract_id, micros(since)], |r| {
-                usage_of_row(r, 0)
-            })
-            .map_err(be)?
-            .collect::<rusqlite::Result<_>>()
-            .map_err(be)
-        })?;
-        rows.into_iter().map(usage_record).collect()
+        self.read(|c| usage_on(c, tenant, contract_id, since))
     }
 
     async fn invoices(

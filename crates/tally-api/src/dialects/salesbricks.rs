@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::Json;
+use crate::extract::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
