@@ -362,6 +362,36 @@ pub struct CancelBody {
     pub date: Option<Timestamp>,
 }
 
+/// `POST /v1/c/invoice/{id}/payment`: a payment provider's report of one attempt to collect an
+/// open invoice.
+#[derive(utoipa::ToSchema, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentBody {
+    /// `started`, `failed` (one report per failed try) or `succeeded` (the invoice is paid).
+    pub outcome: PaymentOutcome,
+    /// Who collects, e.g. `stripe` (at most 255 characters).
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// The provider's id of the attempt, e.g. a payment intent (at most 255 characters).
+    #[serde(default)]
+    pub reference: Option<String>,
+    /// Why it failed, e.g. `card_declined`: only with `failed` (at most 255 characters).
+    #[serde(default)]
+    pub failure_reason: Option<String>,
+}
+
+/// Outcomes of a payment attempt.
+#[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentOutcome {
+    /// Collection began (`v1.payment.started`).
+    Started,
+    /// A try failed (`v1.payment.failed`); the invoice stays open.
+    Failed,
+    /// Collected (`v1.payment.succeeded`, `v1.invoice.paid`); the invoice is paid.
+    Succeeded,
+}
+
 /// Cancellation modes on the wire.
 #[derive(utoipa::ToSchema, Debug, Clone, Copy, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -178,6 +178,7 @@ fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(get_invoice))
         .routes(routes!(pay_invoice))
         .routes(routes!(void_invoice))
+        .routes(routes!(report_payment))
         .routes(routes!(get_catalog, apply_catalog))
         .routes(routes!(get_clock))
         .routes(routes!(advance_clock))

@@ -802,34 +802,72 @@ pub async fn get_invoice(
 /// Moves an open invoice to paid or void with its events (`v1.invoice.paid` and
 /// `v1.payment.succeeded`, or `v1.invoice.voided`); asking again for the state it is already
 /// in answers it unchanged.
+/// The payment an event reports: the customer, the invoice, the amount due and its currency,
+/// with what the provider said of the attempt.
+fn payment_data(inv: &tally_app::store::Invoice, attempt: &PaymentAttempt) -> Value {
+    let mut data = json!({
+        "customer_id": inv.draft.customer_id,
+        "invoice_id": inv.id,
+        "amount": inv.draft.amount_due.to_string(),
+        "currency": inv.draft.currency,
+    });
+    for (key, value) in [
+        ("provider", &attempt.provider),
+        ("reference", &attempt.reference),
+        ("failure_reason", &attempt.failure_reason),
+    ] {
+        if let Some(v) = value {
+            data[key] = json!(v);
+        }
+    }
+    data
+}
+
+/// What a provider reported of a payment attempt (all optional).
+#[derive(Debug, Default)]
+struct PaymentAttempt {
+    provider: Option<String>,
+    reference: Option<String>,
+    failure_reason: Option<String>,
+}
+
+/// An invoice of the tenant, or 404.
+async fn read_invoice(
+    s: &AppState,
+    t: &tally_app::store::Tenant,
+    id: &str,
+) -> ApiResult<tally_app::store::Invoice> {
+    s.tally
+        .store
+        .invoice(&t.id, id)
+        .await
+        .map_err(tally_app::AppError::from)?
+        .ok_or_else(|| ApiError::not_found("invoice", "invoice_id", id))
+}
+
+/// 422 for a change an invoice in `status` cannot take.
+fn invalid_invoice_state(status: InvoiceStatus) -> ApiError {
+    ApiError::unprocessable(
+        "invalid_invoice_state",
+        Some("invoice_id"),
+        format!("the invoice is {status:?}").to_lowercase(),
+    )
+}
+
 async fn set_status(
     s: &AppState,
     t: &tally_app::store::Tenant,
     rid: &RequestId,
     id: &str,
     to: InvoiceStatus,
+    attempt: &PaymentAttempt,
 ) -> ApiResult {
-    let read = async || -> ApiResult<tally_app::store::Invoice> {
-        s.tally
-            .store
-            .invoice(&t.id, id)
-            .await
-            .map_err(tally_app::AppError::from)?
-            .ok_or_else(|| ApiError::not_found("invoice", "invoice_id", id))
-    };
-    let refuse = |status: InvoiceStatus| {
-        ApiError::unprocessable(
-            "invalid_invoice_state",
-            Some("invoice_id"),
-            format!("the invoice is {status:?}").to_lowercase(),
-        )
-    };
-    let inv = read().await?;
+    let inv = read_invoice(s, t, id).await?;
     if inv.status == to {
         return Ok(ok(invoice_json(&inv)));
     }
     if inv.status != InvoiceStatus::Open {
-        return Err(refuse(inv.status));
+        return Err(invalid_invoice_state(inv.status));
     }
     let who = actor(rid);
     let at = s.tally.now(t);
@@ -842,15 +880,7 @@ async fn set_status(
         // names the customer; ours adds the invoice and the amount due).
         _ => vec![
             event("v1.invoice.paid", about),
-            event(
-                "v1.payment.succeeded",
-                json!({
-                    "customer_id": inv.draft.customer_id,
-                    "invoice_id": inv.id,
-                    "amount": inv.draft.amount_due.to_string(),
-                    "currency": inv.draft.currency,
-                }),
-            ),
+            event("v1.payment.succeeded", payment_data(&inv, attempt)),
         ],
     };
     let moved = s
@@ -860,9 +890,9 @@ async fn set_status(
         .await
         .map_err(tally_app::AppError::from)?;
     // Another request moved it first: answer what it is now.
-    let inv = read().await?;
+    let inv = read_invoice(s, t, id).await?;
     if !moved && inv.status != to {
-        return Err(refuse(inv.status));
+        return Err(invalid_invoice_state(inv.status));
     }
     Ok(ok(invoice_json(&inv)))
 }
@@ -875,7 +905,15 @@ pub async fn pay_invoice(
     rid: RequestId,
     Path(id): Path<String>,
 ) -> ApiResult {
-    set_status(&s, &t, &rid, &id, InvoiceStatus::Paid).await
+    set_status(
+        &s,
+        &t,
+        &rid,
+        &id,
+        InvoiceStatus::Paid,
+        &PaymentAttempt::default(),
+    )
+    .await
 }
 
 /// `POST /v1/c/invoice/{id}/void`.
@@ -886,7 +924,80 @@ pub async fn void_invoice(
     rid: RequestId,
     Path(id): Path<String>,
 ) -> ApiResult {
-    set_status(&s, &t, &rid, &id, InvoiceStatus::Void).await
+    set_status(
+        &s,
+        &t,
+        &rid,
+        &id,
+        InvoiceStatus::Void,
+        &PaymentAttempt::default(),
+    )
+    .await
+}
+
+/// `POST /v1/c/invoice/{id}/payment`: a payment provider reports an attempt to collect an open
+/// invoice. `started` and `failed` record `v1.payment.started` / `v1.payment.failed` and leave
+/// it open; `succeeded` marks it paid, as `/pay` does, with the attempt in the payment event.
+#[utoipa::path(post, path = "/invoice/{id}/payment", tag = "invoice", params(("id" = String, Path, description = "Invoice id")), request_body = PaymentBody, responses((status = 200, description = "The invoice after the report", body = InvoiceDoc), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules (the invoice is paid or void; a failure reason without a failure)", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
+pub async fn report_payment(
+    State(s): State<AppState>,
+    Auth(t): Auth,
+    rid: RequestId,
+    Path(id): Path<String>,
+    Body(b): Body<PaymentBody>,
+) -> ApiResult {
+    for (param, value) in [
+        ("provider", &b.provider),
+        ("reference", &b.reference),
+        ("failure_reason", &b.failure_reason),
+    ] {
+        if value.as_ref().is_some_and(|v| v.chars().count() > 255) {
+            return Err(ApiError::unprocessable(
+                "invalid_value",
+                Some(param),
+                "at most 255 characters",
+            ));
+        }
+    }
+    if b.failure_reason.is_some() && b.outcome != PaymentOutcome::Failed {
+        return Err(ApiError::unprocessable(
+            "invalid_value",
+            Some("failure_reason"),
+            "a failure reason goes only with the outcome `failed`",
+        ));
+    }
+    let attempt = PaymentAttempt {
+        provider: b.provider,
+        reference: b.reference,
+        failure_reason: b.failure_reason,
+    };
+    let kind = match b.outcome {
+        PaymentOutcome::Succeeded => {
+            return set_status(&s, &t, &rid, &id, InvoiceStatus::Paid, &attempt).await;
+        }
+        PaymentOutcome::Started => "v1.payment.started",
+        PaymentOutcome::Failed => "v1.payment.failed",
+    };
+    let inv = read_invoice(&s, &t, &id).await?;
+    if inv.status != InvoiceStatus::Open {
+        return Err(invalid_invoice_state(inv.status));
+    }
+    let event = actor(&rid).event(
+        kind,
+        Some(inv.draft.contract_id.clone()),
+        s.tally.now(&t),
+        payment_data(&inv, &attempt),
+    );
+    let commit = tally_app::store::Commit {
+        events: vec![event],
+        ..Default::default()
+    };
+    s.tally
+        .store
+        .commit(&t.id, commit)
+        .await
+        .map_err(tally_app::AppError::from)?;
+    Ok(ok(invoice_json(&inv)))
 }
 
 /// `GET /v1/c/catalog`: the tenant's catalog and settings.

@@ -32,6 +32,8 @@ pub const EVENT_TYPES: &[&str] = &[
     "v1.invoice.voided",
     "v1.customer.created",
     "v1.customer.updated",
+    "v1.payment.started",
+    "v1.payment.failed",
     "v1.payment.succeeded",
 ];
 

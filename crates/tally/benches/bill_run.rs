@@ -383,5 +383,10 @@ fn main() {
         println!("ratio bill run / baseline: {:.2}", bill / base);
         println!("peak RSS of the bill run (setup included): {rss} MiB");
     });
-    let _ = std::fs::remove_dir_all(&dir);
+    // TALLY_BENCH_KEEP=1 keeps both databases for inspection.
+    if std::env::var_os("TALLY_BENCH_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    } else {
+        println!("databases kept in {}", dir.display());
+    }
 }

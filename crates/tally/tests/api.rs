@@ -545,6 +545,10 @@ async fn isolation(app: &App) {
         (format!("/v1/c/invoice/{inv}/pay"), "{}".to_string()),
         (format!("/v1/c/invoice/{inv}/void"), "{}".to_string()),
         (
+            format!("/v1/c/invoice/{inv}/payment"),
+            r#"{"outcome": "started"}"#.to_string(),
+        ),
+        (
             format!("/v1/c/webhook/{hook}"),
             r#"{"enabled": false}"#.to_string(),
         ),
@@ -1542,6 +1546,99 @@ async fn customer_and_payment_events_reach_webhooks() {
     assert_eq!(p["data"]["amount"], paid["amount_due"]);
     assert_eq!(p["data"]["amount"], "30.00");
     assert_eq!(p["contract_id"], contract.as_str());
+}
+
+/// A payment provider reports its attempts on an open invoice: each is an event for webhooks
+/// (`started`, every `failed` try, `succeeded`), only success pays the invoice, and a paid
+/// invoice takes no further attempt.
+#[tokio::test]
+async fn payment_attempts_are_reported_as_events() {
+    let app = spawn_app().await;
+    let t = app.tenant().await;
+    let (url, seen) = receiver(vec![]).await;
+    let body = json!({"url": url, "event_types": ["v1.payment.*"]});
+    let (s, _) = app.post(&t.key, "/v1/c/webhook", &body.to_string()).await;
+    assert_eq!(s, 200);
+    // The full March period on `acme`: platform 10.00 + 4 seats x 5.00 = 30.00 due.
+    let contract = app.signup(&t, "4").await;
+    let (_, page) = app
+        .get(&t.key, &format!("/v1/c/contract/{contract}/invoices"))
+        .await;
+    let invoice = page["hits"][0]["id"].as_str().unwrap().to_string();
+    let path = format!("/v1/c/invoice/{invoice}/payment");
+    let report = |body: Value| {
+        let (app, key, path) = (&app, t.key.clone(), path.clone());
+        async move { app.post(&key, &path, &body.to_string()).await }
+    };
+    let (s, v) =
+        report(json!({"outcome": "started", "provider": "stripe", "reference": "pi_1"})).await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("open")), "{v}");
+    let (s, v) = report(
+        json!({"outcome": "failed", "reference": "pi_1", "failure_reason": "card_declined"}),
+    )
+    .await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("open")), "{v}");
+    // Refused: a failure reason on a success, an unknown outcome, an unknown invoice.
+    let (s, v) = report(json!({"outcome": "succeeded", "failure_reason": "none"})).await;
+    assert_eq!(
+        (s, v["code"].as_str(), v["param"].as_str()),
+        (422, Some("invalid_value"), Some("failure_reason")),
+        "{v}"
+    );
+    let (s, v) = report(json!({"outcome": "refunded"})).await;
+    assert_eq!(
+        (s, v["code"].as_str(), v["param"].as_str()),
+        (422, Some("invalid_body"), Some("outcome")),
+        "{v}"
+    );
+    let (s, v) = app
+        .post(
+            &t.key,
+            "/v1/c/invoice/Inv_nope/payment",
+            r#"{"outcome": "started"}"#,
+        )
+        .await;
+    assert_eq!((s, v["code"].as_str()), (404, Some("not_found")), "{v}");
+    let (s, v) =
+        report(json!({"outcome": "succeeded", "provider": "stripe", "reference": "pi_2"})).await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("paid")), "{v}");
+    let (s, v) = report(json!({"outcome": "started"})).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (422, Some("invalid_invoice_state")),
+        "{v}"
+    );
+
+    eventually(async || seen.lock().unwrap().len() >= 3).await;
+    let payloads: Vec<Value> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, b)| serde_json::from_str(b).unwrap())
+        .collect();
+    // Deliveries may arrive in any order: each kind once.
+    let find = |kind: &str| {
+        let hits: Vec<&Value> = payloads.iter().filter(|p| p["type"] == kind).collect();
+        assert_eq!(hits.len(), 1, "{kind} in {payloads:?}");
+        hits[0].clone()
+    };
+    assert_eq!(payloads.len(), 3, "{payloads:?}");
+    let (started, failed, succeeded) = (
+        find("v1.payment.started"),
+        find("v1.payment.failed"),
+        find("v1.payment.succeeded"),
+    );
+    for p in [&started, &failed, &succeeded] {
+        assert_eq!(p["data"]["invoice_id"], invoice.as_str());
+        assert_eq!(p["data"]["amount"], "30.00");
+        assert_eq!(p["data"]["currency"], "usd");
+        assert_eq!(p["contract_id"], contract.as_str());
+    }
+    assert_eq!(started["data"]["provider"], "stripe");
+    assert_eq!(failed["data"]["failure_reason"], "card_declined");
+    assert_eq!(failed["data"]["reference"], "pi_1");
+    assert_eq!(succeeded["data"]["reference"], "pi_2");
+    assert_eq!(succeeded["data"].get("failure_reason"), None);
 }
 
 #[tokio::test]
