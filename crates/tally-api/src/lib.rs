@@ -363,6 +363,58 @@ mod tests {
         );
     }
 
+    /// A served webhook endpoint and a served delivery, alone and in their pages, have exactly
+    /// the documented keys.
+    #[test]
+    fn webhooks_are_served_as_documented() {
+        use tally_app::webhooks::{Delivery, WebhookEndpoint};
+        let at = "2024-01-01T00:00:00Z".parse().unwrap();
+        let endpoint = WebhookEndpoint {
+            id: "Whk_1".into(),
+            url: "https://example.com/hooks".into(),
+            event_types: vec!["v1.invoice.*".into()],
+            enabled: true,
+            description: Some("billing".into()),
+            secret: "whsec_x".into(),
+            created_at: at,
+        };
+        let event = tally_app::store::Event {
+            id: "Evt_1".into(),
+            kind: "v1.invoice.created".into(),
+            contract_id: None,
+            at,
+            actor: "api".into(),
+            request_id: None,
+            data: serde_json::json!({}),
+        };
+        let delivery = Delivery::new(&endpoint, &event);
+        let page = tally_app::store::Page {
+            limit: 10,
+            offset: 0,
+        };
+        let served = [
+            ("WebhookEndpoint", crate::webhooks::endpoint_json(&endpoint)),
+            ("Delivery", crate::webhooks::delivery_json(&delivery)),
+        ];
+        let doc = serde_json::to_value(super::openapi()).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        let keys = |v: &serde_json::Value| -> Vec<String> {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        for (name, value) in served {
+            assert_eq!(keys(&value), keys(&schemas[name]["properties"]), "{name}");
+            let paged = crate::dto::page_json(vec![value], &page, 1);
+            let page_schema = &schemas[format!("{name}Page")]["properties"];
+            assert_eq!(keys(&paged), keys(page_schema), "{name}Page");
+            assert_eq!(
+                page_schema["hits"]["items"]["$ref"],
+                format!("#/components/schemas/{name}")
+            );
+        }
+    }
+
     #[test]
     fn every_endpoint_is_documented_with_its_errors() {
         let doc = super::openapi();

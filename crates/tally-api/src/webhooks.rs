@@ -42,7 +42,118 @@ pub struct WebhookBody {
     pub rotate_secret: Option<bool>,
 }
 
-fn endpoint_json(w: &WebhookEndpoint) -> Value {
+/// A webhook endpoint on the wire (documentation of what [`endpoint_json`] writes).
+#[derive(utoipa::ToSchema)]
+#[schema(as = WebhookEndpoint)]
+#[allow(dead_code)]
+pub struct WebhookEndpointDoc {
+    /// `Whk_<uuid>`.
+    id: String,
+    /// Where deliveries are POSTed.
+    url: String,
+    /// Event types it receives: exact names, `prefix.*` patterns, or `*`.
+    event_types: Vec<String>,
+    /// Free text.
+    description: Option<String>,
+    /// Disabled endpoints get no new deliveries.
+    enabled: bool,
+    /// `whsec_...`: the HMAC key of the signatures.
+    secret: String,
+    /// When it was created.
+    #[schema(format = DateTime)]
+    created_at: String,
+}
+
+/// A page of webhook endpoints.
+#[derive(utoipa::ToSchema)]
+#[schema(as = WebhookEndpointPage)]
+#[allow(dead_code)]
+pub struct WebhookEndpointPageDoc {
+    /// The endpoints of this page.
+    hits: Vec<WebhookEndpointDoc>,
+    /// Page number, from 1.
+    current_page: u64,
+    /// Endpoints in all.
+    total: u64,
+    /// Pages in all.
+    total_pages: u64,
+    /// Cursor of the first page.
+    first: String,
+    /// Cursor of the last page.
+    last: String,
+    /// Cursor of the next page.
+    forward: Option<String>,
+    /// Cursor of the previous page.
+    backward: Option<String>,
+}
+
+/// One delivery of the log on the wire (documentation of what [`delivery_json`] writes).
+#[derive(utoipa::ToSchema)]
+#[schema(as = Delivery)]
+#[allow(dead_code)]
+pub struct DeliveryDoc {
+    /// `Dlv_<uuid>`.
+    id: String,
+    /// The endpoint.
+    endpoint_id: String,
+    /// The event, also the message id receivers deduplicate by.
+    event_id: String,
+    /// The event's type.
+    event_type: String,
+    /// `pending`, `delivered` or `failed`.
+    status: String,
+    /// Attempts made.
+    attempts: u32,
+    /// When the next attempt is due (pending only; null = as soon as possible).
+    #[schema(format = DateTime)]
+    next_attempt_at: Option<String>,
+    /// When the last attempt was made.
+    #[schema(format = DateTime)]
+    last_attempt_at: Option<String>,
+    /// The HTTP status the endpoint last answered.
+    last_status_code: Option<u16>,
+    /// Why the last attempt failed, when it did.
+    last_error: Option<String>,
+    /// When its event happened.
+    #[schema(format = DateTime)]
+    created_at: String,
+}
+
+/// A page of the delivery log.
+#[derive(utoipa::ToSchema)]
+#[schema(as = DeliveryPage)]
+#[allow(dead_code)]
+pub struct DeliveryPageDoc {
+    /// The deliveries of this page.
+    hits: Vec<DeliveryDoc>,
+    /// Page number, from 1.
+    current_page: u64,
+    /// Deliveries in all.
+    total: u64,
+    /// Pages in all.
+    total_pages: u64,
+    /// Cursor of the first page.
+    first: String,
+    /// Cursor of the last page.
+    last: String,
+    /// Cursor of the next page.
+    forward: Option<String>,
+    /// Cursor of the previous page.
+    backward: Option<String>,
+}
+
+/// The answer to deleting an endpoint.
+#[derive(utoipa::ToSchema)]
+#[schema(as = Deleted)]
+#[allow(dead_code)]
+pub struct DeletedDoc {
+    /// The endpoint's id.
+    id: String,
+    /// Always true.
+    deleted: bool,
+}
+
+pub(crate) fn endpoint_json(w: &WebhookEndpoint) -> Value {
     json!({
         "id": w.id,
         "url": w.url,
@@ -54,7 +165,7 @@ fn endpoint_json(w: &WebhookEndpoint) -> Value {
     })
 }
 
-fn delivery_json(d: &Delivery) -> Value {
+pub(crate) fn delivery_json(d: &Delivery) -> Value {
     serde_json::to_value(d).unwrap_or(Value::Null)
 }
 
@@ -91,7 +202,7 @@ async fn find(s: &AppState, t: &Tenant, id: &str) -> ApiResult<WebhookEndpoint> 
 }
 
 /// `POST /v1/c/webhook`: registers an endpoint; answers it with its signing secret.
-#[utoipa::path(post, path = "/webhook", tag = "webhook", request_body = WebhookBody, responses((status = 200, description = "The endpoint, with its secret", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
+#[utoipa::path(post, path = "/webhook", tag = "webhook", request_body = WebhookBody, responses((status = 200, description = "The endpoint, with its secret", body = WebhookEndpointDoc), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn create_webhook(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -123,7 +234,7 @@ pub async fn create_webhook(
 }
 
 /// `GET /v1/c/webhook`: the endpoints, paged.
-#[utoipa::path(get, path = "/webhook", tag = "webhook", params(PageQuery), responses((status = 200, description = "A page of endpoints", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
+#[utoipa::path(get, path = "/webhook", tag = "webhook", params(PageQuery), responses((status = 200, description = "A page of endpoints", body = WebhookEndpointPageDoc), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn list_webhooks(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -141,7 +252,7 @@ pub async fn list_webhooks(
 }
 
 /// `GET /v1/c/webhook/{id}`.
-#[utoipa::path(get, path = "/webhook/{id}", tag = "webhook", params(("id" = String, Path, description = "Endpoint id")), responses((status = 200, description = "The endpoint", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
+#[utoipa::path(get, path = "/webhook/{id}", tag = "webhook", params(("id" = String, Path, description = "Endpoint id")), responses((status = 200, description = "The endpoint", body = WebhookEndpointDoc), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn get_webhook(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -152,7 +263,7 @@ pub async fn get_webhook(
 }
 
 /// `POST /v1/c/webhook/{id}`: changes the given settings (and rotates the secret on request).
-#[utoipa::path(post, path = "/webhook/{id}", tag = "webhook", params(("id" = String, Path, description = "Endpoint id")), request_body = WebhookBody, responses((status = 200, description = "The endpoint as changed", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
+#[utoipa::path(post, path = "/webhook/{id}", tag = "webhook", params(("id" = String, Path, description = "Endpoint id")), request_body = WebhookBody, responses((status = 200, description = "The endpoint as changed", body = WebhookEndpointDoc), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn update_webhook(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -170,7 +281,7 @@ pub async fn update_webhook(
 }
 
 /// `DELETE /v1/c/webhook/{id}`: removes the endpoint and its delivery log.
-#[utoipa::path(delete, path = "/webhook/{id}", tag = "webhook", params(("id" = String, Path, description = "Endpoint id")), responses((status = 200, description = "Deleted", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
+#[utoipa::path(delete, path = "/webhook/{id}", tag = "webhook", params(("id" = String, Path, description = "Endpoint id")), responses((status = 200, description = "Deleted", body = DeletedDoc), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn delete_webhook(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -189,7 +300,7 @@ pub async fn delete_webhook(
 }
 
 /// `GET /v1/c/webhook/{id}/deliveries`: the delivery log, newest first.
-#[utoipa::path(get, path = "/webhook/{id}/deliveries", tag = "webhook", params(("id" = String, Path, description = "Endpoint id"), PageQuery), responses((status = 200, description = "A page of deliveries", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
+#[utoipa::path(get, path = "/webhook/{id}/deliveries", tag = "webhook", params(("id" = String, Path, description = "Endpoint id"), PageQuery), responses((status = 200, description = "A page of deliveries", body = DeliveryPageDoc), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn list_deliveries(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -210,7 +321,7 @@ pub async fn list_deliveries(
 
 /// `POST /v1/c/webhook/{id}/deliveries/{delivery_id}/retry`: sends a delivery again as soon as
 /// possible (a failed one gets a fresh set of attempts).
-#[utoipa::path(post, path = "/webhook/{id}/deliveries/{delivery_id}/retry", tag = "webhook", params(("id" = String, Path, description = "Endpoint id"), ("delivery_id" = String, Path, description = "Delivery id")), responses((status = 200, description = "The delivery, pending", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
+#[utoipa::path(post, path = "/webhook/{id}/deliveries/{delivery_id}/retry", tag = "webhook", params(("id" = String, Path, description = "Endpoint id"), ("delivery_id" = String, Path, description = "Delivery id")), responses((status = 200, description = "The delivery, pending", body = DeliveryDoc), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn retry_delivery(
     State(s): State<AppState>,
     Auth(t): Auth,
