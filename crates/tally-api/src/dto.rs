@@ -380,6 +380,17 @@ pub struct PaymentBody {
     pub failure_reason: Option<String>,
 }
 
+impl PaymentBody {
+    /// The optional details, by field name.
+    pub fn details(&self) -> [(&'static str, &Option<String>); 3] {
+        [
+            ("provider", &self.provider),
+            ("reference", &self.reference),
+            ("failure_reason", &self.failure_reason),
+        ]
+    }
+}
+
 /// Outcomes of a payment attempt.
 #[derive(utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -803,32 +803,22 @@ pub async fn get_invoice(
 /// `v1.payment.succeeded`, or `v1.invoice.voided`); asking again for the state it is already
 /// in answers it unchanged.
 /// The payment an event reports: the customer, the invoice, the amount due and its currency,
-/// with what the provider said of the attempt.
-fn payment_data(inv: &tally_app::store::Invoice, attempt: &PaymentAttempt) -> Value {
+/// with what the provider said of the attempt, when it reported one.
+fn payment_data(inv: &tally_app::store::Invoice, attempt: Option<&PaymentBody>) -> Value {
     let mut data = json!({
         "customer_id": inv.draft.customer_id,
         "invoice_id": inv.id,
         "amount": inv.draft.amount_due.to_string(),
         "currency": inv.draft.currency,
     });
-    for (key, value) in [
-        ("provider", &attempt.provider),
-        ("reference", &attempt.reference),
-        ("failure_reason", &attempt.failure_reason),
-    ] {
-        if let Some(v) = value {
-            data[key] = json!(v);
+    if let Some(a) = attempt {
+        for (key, value) in a.details() {
+            if let Some(v) = value {
+                data[key] = json!(v);
+            }
         }
     }
     data
-}
-
-/// What a provider reported of a payment attempt (all optional).
-#[derive(Debug, Default)]
-struct PaymentAttempt {
-    provider: Option<String>,
-    reference: Option<String>,
-    failure_reason: Option<String>,
 }
 
 /// An invoice of the tenant, or 404.
@@ -860,7 +850,7 @@ async fn set_status(
     rid: &RequestId,
     id: &str,
     to: InvoiceStatus,
-    attempt: &PaymentAttempt,
+    attempt: Option<&PaymentBody>,
 ) -> ApiResult {
     let inv = read_invoice(s, t, id).await?;
     if inv.status == to {
@@ -905,15 +895,7 @@ pub async fn pay_invoice(
     rid: RequestId,
     Path(id): Path<String>,
 ) -> ApiResult {
-    set_status(
-        &s,
-        &t,
-        &rid,
-        &id,
-        InvoiceStatus::Paid,
-        &PaymentAttempt::default(),
-    )
-    .await
+    set_status(&s, &t, &rid, &id, InvoiceStatus::Paid, None).await
 }
 
 /// `POST /v1/c/invoice/{id}/void`.
@@ -924,15 +906,7 @@ pub async fn void_invoice(
     rid: RequestId,
     Path(id): Path<String>,
 ) -> ApiResult {
-    set_status(
-        &s,
-        &t,
-        &rid,
-        &id,
-        InvoiceStatus::Void,
-        &PaymentAttempt::default(),
-    )
-    .await
+    set_status(&s, &t, &rid, &id, InvoiceStatus::Void, None).await
 }
 
 /// `POST /v1/c/invoice/{id}/payment`: a payment provider reports an attempt to collect an open
@@ -946,11 +920,7 @@ pub async fn report_payment(
     Path(id): Path<String>,
     Body(b): Body<PaymentBody>,
 ) -> ApiResult {
-    for (param, value) in [
-        ("provider", &b.provider),
-        ("reference", &b.reference),
-        ("failure_reason", &b.failure_reason),
-    ] {
+    for (param, value) in b.details() {
         if value.as_ref().is_some_and(|v| v.chars().count() > 255) {
             return Err(ApiError::unprocessable(
                 "invalid_value",
@@ -966,14 +936,9 @@ pub async fn report_payment(
             "a failure reason goes only with the outcome `failed`",
         ));
     }
-    let attempt = PaymentAttempt {
-        provider: b.provider,
-        reference: b.reference,
-        failure_reason: b.failure_reason,
-    };
     let kind = match b.outcome {
         PaymentOutcome::Succeeded => {
-            return set_status(&s, &t, &rid, &id, InvoiceStatus::Paid, &attempt).await;
+            return set_status(&s, &t, &rid, &id, InvoiceStatus::Paid, Some(&b)).await;
         }
         PaymentOutcome::Started => "v1.payment.started",
         PaymentOutcome::Failed => "v1.payment.failed",
@@ -986,7 +951,7 @@ pub async fn report_payment(
         kind,
         Some(inv.draft.contract_id.clone()),
         s.tally.now(&t),
-        payment_data(&inv, &attempt),
+        payment_data(&inv, Some(&b)),
     );
     let commit = tally_app::store::Commit {
         events: vec![event],

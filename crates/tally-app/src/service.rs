@@ -145,20 +145,17 @@ pub struct OrderWrite {
     pub usage: Vec<UsageRecord>,
 }
 
-/// A contract read with what its billing needs: catalog, usage, tax rate, balances.
-struct Loaded {
-    stored: StoredContract,
-    catalog: Arc<Catalog>,
-    usage: Vec<UsageRecord>,
-    tax_rate: Decimal,
-    balances: BTreeMap<Currency, Decimal>,
-}
-
-impl Loaded {
+impl BillingState {
+    /// The core's context for billing this state: the customer's tax rate (or the tenant's).
     fn context<'a>(&'a self, tenant: &'a Tenant) -> AppResult<BillingContext<'a>> {
+        let tax_rate = self
+            .customer
+            .as_ref()
+            .and_then(|cu| cu.tax_rate)
+            .unwrap_or(tenant.settings.tax_rate);
         Ok(BillingContext::new(&self.catalog, &tenant.settings)?
             .with_usage(&self.usage)
-            .with_tax_rate(self.tax_rate)
+            .with_tax_rate(tax_rate)
             .with_balances(self.balances.clone()))
     }
 }
@@ -345,27 +342,15 @@ impl Tally {
     }
 
     /// Reads a contract with everything its billing needs.
-    async fn load(&self, tenant: &Tenant, contract_id: &str) -> AppResult<Loaded> {
-        let state = self
-            .store
+    async fn load(&self, tenant: &Tenant, contract_id: &str) -> AppResult<BillingState> {
+        self.store
             .billing_state(&tenant.id, contract_id)
             .await?
             .ok_or_else(|| AppError::NotFound {
                 kind: "contract",
                 param: "contract_id".into(),
                 id: contract_id.into(),
-            })?;
-        let tax_rate = state
-            .customer
-            .and_then(|cu| cu.tax_rate)
-            .unwrap_or(tenant.settings.tax_rate);
-        Ok(Loaded {
-            stored: state.stored,
-            catalog: state.catalog,
-            usage: state.usage,
-            tax_rate,
-            balances: state.balances,
-        })
+            })
     }
 
     /// Subscribes a customer (seed 004) and returns the new contract and its invoices.

@@ -1176,28 +1176,20 @@ impl Store for SqliteStore {
         contract_id: &str,
     ) -> StoreResult<Option<BillingState>> {
         // One read transaction: one snapshot, one pooled connection, one WAL read lock.
-        let read = self.read(|c| {
+        self.read(|c| {
             let tx = c.unchecked_transaction().map_err(be)?;
             let Some(stored) = contract_on(&tx, tenant, contract_id)? else {
                 return Ok(None);
             };
             let k = &stored.contract;
-            let usage = usage_on(&tx, tenant, &k.id, usage_since(k))?;
-            let customer = customer_on(&tx, tenant, &k.customer_id)?;
-            let balances = balances_on(&tx, tenant, &k.customer_id)?;
-            let catalog = catalog_text(&tx, tenant)?;
-            Ok(Some((stored, usage, customer, balances, catalog)))
-        })?;
-        let Some((stored, usage, customer, balances, catalog)) = read else {
-            return Ok(None);
-        };
-        Ok(Some(BillingState {
-            stored,
-            usage,
-            customer,
-            balances,
-            catalog: self.catalogs.get(tenant, catalog)?,
-        }))
+            Ok(Some(BillingState {
+                usage: usage_on(&tx, tenant, &k.id, usage_since(k))?,
+                customer: customer_on(&tx, tenant, &k.customer_id)?,
+                balances: balances_on(&tx, tenant, &k.customer_id)?,
+                catalog: self.catalogs.get(tenant, catalog_text(&tx, tenant)?)?,
+                stored,
+            }))
+        })
     }
 
     async fn contracts(
