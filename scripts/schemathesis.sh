@@ -3,12 +3,14 @@
 # SQLite file, a test-mode tenant with the example catalog, every operation, and the checks
 # "no server error", "responses match the schema", "documented status codes and content types".
 # Usage: scripts/schemathesis.sh [MAX_EXAMPLES]   (needs python3; installs schemathesis with pip)
+# PROFILE=release uses the release build instead of the debug one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 examples="${1:-40}"
 command -v st >/dev/null || python3 -m pip install --quiet schemathesis
-cargo build --quiet -p tally
-bin="$PWD/target/debug/tally"
+profile="${PROFILE:-debug}"
+if [ "$profile" = release ]; then cargo build --quiet --release -p tally; else cargo build --quiet -p tally; fi
+bin="$PWD/target/$profile/tally"
 work="$(mktemp -d)"
 port=18099
 trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT

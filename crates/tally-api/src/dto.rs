@@ -298,14 +298,14 @@ pub struct CustomerBody {
     /// Emails object.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
-    pub emails: Option<Value>,
+    pub emails: Option<serde_json::Map<String, Value>>,
     /// Your reference.
     #[serde(default)]
     pub customer_reference: Option<String>,
     /// Address object.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
-    pub address: Option<Value>,
+    pub address: Option<serde_json::Map<String, Value>>,
     /// Metadata.
     #[serde(default)]
     pub metadata: Option<BTreeMap<String, String>>,

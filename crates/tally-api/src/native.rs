@@ -62,13 +62,13 @@ pub async fn save_customer(
         c.name = Some(v);
     }
     if let Some(v) = b.emails {
-        c.emails = v;
+        c.emails = Value::Object(v);
     }
     if let Some(v) = b.customer_reference {
         c.customer_reference = Some(v);
     }
     if let Some(v) = b.address {
-        c.address = Some(v);
+        c.address = Some(Value::Object(v));
     }
     if let Some(v) = b.metadata {
         c.metadata = v.into_iter().filter(|(k, _)| !k.starts_with('_')).collect();

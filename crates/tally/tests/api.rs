@@ -600,6 +600,9 @@ async fn bad_input_is_a_problem_never_a_500() {
         (&up, json!({"upgrade_configuration": {"upgrade_strategy": "teleport"}}).to_string(), 422, "invalid_body", Some("upgrade_configuration.upgrade_strategy")),
         ("/v1/c/contract/Cont_nope/upgrade", seats_change("5", "2024-03-02T00:00:00Z"), 404, "not_found", Some("contract_id")),
         ("/v1/c/test_clock/advance", r#"{"to": "2020-01-01T00:00:00Z"}"#.into(), 422, "invalid_value", Some("to")),
+        // Emails and address are objects: anything else would be stored and served off-schema.
+        ("/v1/c/customer", json!({"emails": [null, null]}).to_string(), 422, "invalid_body", Some("emails")),
+        ("/v1/c/customer", json!({"address": "Main St 1"}).to_string(), 422, "invalid_body", Some("address")),
     ];
     for (path, body, status, code, param) in cases {
         let (s, v) = app.post(&t.key, path, &body).await;
