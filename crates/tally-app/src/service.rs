@@ -126,10 +126,9 @@ pub struct ChangeResult {
     pub catalog: Arc<Catalog>,
 }
 
-/// What a contract mutation made: the contract after it, the invoices stored, the mutation's
-/// own answer, and the catalog it ran against.
+/// What a contract mutation made: the invoices stored, the mutation's own answer (which holds
+/// the contract after it), and the catalog it ran against.
 struct Mutated<T> {
-    contract: Contract,
     invoices: Vec<Invoice>,
     answer: T,
     catalog: Arc<Catalog>,
@@ -167,6 +166,51 @@ pub struct Tally {
     pub store: Arc<dyn Store>,
     /// Wall clock for live tenants.
     pub clock: Arc<dyn Clock>,
+}
+
+/// A mutation's computed answer, from which its write takes the contract after it and the
+/// invoices it issues (borrowed, so a preview copies neither).
+trait Planned {
+    /// The contract after the mutation.
+    fn contract(&self) -> &Contract;
+    /// The invoices it issues, in order.
+    fn invoices(&self) -> &[InvoiceDraft];
+}
+
+impl Planned for ChangeOutcome {
+    fn contract(&self) -> &Contract {
+        &self.contract
+    }
+    fn invoices(&self) -> &[InvoiceDraft] {
+        self.invoice.as_slice()
+    }
+}
+
+impl Planned for CancelOutcome {
+    fn contract(&self) -> &Contract {
+        &self.contract
+    }
+    fn invoices(&self) -> &[InvoiceDraft] {
+        self.invoice.as_slice()
+    }
+}
+
+impl Planned for SignupOutcome {
+    fn contract(&self) -> &Contract {
+        &self.contract
+    }
+    fn invoices(&self) -> &[InvoiceDraft] {
+        &self.invoices
+    }
+}
+
+impl Planned for Contract {
+    fn contract(&self) -> &Contract {
+        self
+    }
+    fn invoices(&self) -> &[InvoiceDraft] {
+        &[]
+    }
 }
 
 fn events_for(
@@ -422,50 +466,46 @@ impl Tally {
     }
 
     /// Runs a contract mutation with catch-up and retries: `f` gets the contract brought up to
-    /// `now` and a context, and returns the new contract with the invoices to issue.
-    async fn mutate<T>(
+    /// `now` and a context, and answers its outcome (the new contract and the invoices to issue)
+    /// with the events to record.
+    async fn mutate<T: Planned>(
         &self,
         tenant: &Tenant,
         contract_id: &str,
         actor: &Actor,
         write: bool,
         extra: &OrderWrite,
-        f: impl Fn(
-            &Contract,
-            &BillingContext,
-            Timestamp,
-        ) -> AppResult<(Contract, Vec<InvoiceDraft>, Vec<Event>, T)>,
+        f: impl Fn(&Contract, &BillingContext, Timestamp) -> AppResult<(T, Vec<Event>)>,
     ) -> AppResult<Mutated<T>> {
         for _ in 0..RETRIES {
             let mut loaded = self.load(tenant, contract_id).await?;
             loaded.usage.extend(extra.usage.iter().cloned());
-            let stored = &loaded.stored;
             let now = self.now(tenant);
             let cx = loaded.context(tenant)?;
-            let caught_up = advance(&stored.contract, &cx, now)?;
+            let caught_up = advance(&loaded.contract, &cx, now)?;
             let mut invoices: Vec<InvoiceDraft> = caught_up.invoices().cloned().collect();
             let cx2 = cx
                 .clone()
                 .with_balances(caught_up.balances_after(&cx.balances));
-            let (c, more, mut events, answer) = f(&caught_up.contract, &cx2, now)?;
+            let (answer, mut events) = f(&caught_up.contract, &cx2, now)?;
             if !write {
                 return Ok(Mutated {
-                    contract: c,
                     invoices: Vec::new(),
                     answer,
                     catalog: loaded.catalog,
                 });
             }
+            let (c, more) = (answer.contract(), answer.invoices());
             let mut all_events = invoice_events(&caught_up.contract, &invoices, actor);
-            all_events.extend(invoice_events(&c, &more, actor));
-            invoices.extend(more);
+            all_events.extend(invoice_events(c, more, actor));
+            invoices.extend_from_slice(more);
             all_events.append(&mut events);
             match self
                 .store
                 .commit(
                     &tenant.id,
                     Commit {
-                        contract: Some((c.clone(), stored.version)),
+                        contract: Some((c.clone(), loaded.version)),
                         invoices,
                         events: all_events,
                         order: extra.order.clone(),
@@ -476,7 +516,6 @@ impl Tally {
             {
                 Ok(done) => {
                     return Ok(Mutated {
-                        contract: c,
                         invoices: done.invoices,
                         answer,
                         catalog: loaded.catalog,
@@ -542,8 +581,7 @@ impl Tally {
                     actor,
                     json!({ "effective_at": out.effective_at, "scheduled_change_id": out.scheduled_change_id }),
                 );
-                let inv: Vec<InvoiceDraft> = out.invoice.iter().cloned().collect();
-                Ok((out.contract.clone(), inv, vec![ev], out))
+                Ok((out, vec![ev]))
             })
             .await?;
         let invoice = outcome.invoice.as_ref().and_then(|d| {
@@ -600,9 +638,7 @@ impl Tally {
         actor: &Actor,
     ) -> AppResult<(Contract, Option<Invoice>)> {
         let Mutated {
-            contract: c,
-            invoices,
-            ..
+            answer, invoices, ..
         } = self
             .mutate(
                 tenant,
@@ -624,19 +660,14 @@ impl Tally {
                         actor,
                         json!({ "effective_at": out.effective_at }),
                     );
-                    Ok((
-                        out.contract,
-                        out.invoice.into_iter().collect(),
-                        vec![ev],
-                        (),
-                    ))
+                    Ok((out, vec![ev]))
                 },
             )
             .await?;
         let inv = invoices
             .into_iter()
             .find(|i| i.draft.reason == InvoiceReason::Cancellation);
-        Ok((c, inv))
+        Ok((answer.contract, inv))
     }
 
     /// Activates a pending contract now.
@@ -647,9 +678,7 @@ impl Tally {
         actor: &Actor,
     ) -> AppResult<(Contract, Vec<Invoice>)> {
         let Mutated {
-            contract: c,
-            invoices,
-            ..
+            answer, invoices, ..
         } = self
             .mutate(
                 tenant,
@@ -666,11 +695,11 @@ impl Tally {
                         actor,
                         json!({}),
                     );
-                    Ok((out.contract, out.invoices, vec![ev], ()))
+                    Ok((out, vec![ev]))
                 },
             )
             .await?;
-        Ok((c, invoices))
+        Ok((answer.contract, invoices))
     }
 
     /// Removes a scheduled change.
@@ -681,7 +710,7 @@ impl Tally {
         change_id: &str,
         actor: &Actor,
     ) -> AppResult<Contract> {
-        let Mutated { contract: c, .. } = self
+        let Mutated { answer, .. } = self
             .mutate(
                 tenant,
                 contract_id,
@@ -697,11 +726,11 @@ impl Tally {
                         actor,
                         json!({ "scheduled_change_id": change_id }),
                     );
-                    Ok((out, Vec::new(), vec![ev], ()))
+                    Ok((out, vec![ev]))
                 },
             )
             .await?;
-        Ok(c)
+        Ok(answer)
     }
 
     /// Records usage for a customer's feature on the contract that has the feature.
@@ -768,9 +797,8 @@ impl Tally {
     ) -> AppResult<Vec<Invoice>> {
         for _ in 0..RETRIES {
             let loaded = self.load(tenant, contract_id).await?;
-            let stored = &loaded.stored;
             let cx = loaded.context(tenant)?;
-            let out = advance(&stored.contract, &cx, until)?;
+            let out = advance(&loaded.contract, &cx, until)?;
             if out.steps.is_empty() {
                 return Ok(Vec::new());
             }
@@ -780,7 +808,7 @@ impl Tally {
                 .commit(
                     &tenant.id,
                     Commit {
-                        contract: Some((out.contract, stored.version)),
+                        contract: Some((out.contract, loaded.version)),
                         invoices,
                         events,
                         ..Default::default()

@@ -66,8 +66,10 @@ pub struct StoredContract {
 /// A contract with everything its billing reads ([`Store::billing_state`]).
 #[derive(Debug, Clone)]
 pub struct BillingState {
-    /// The contract and its version.
-    pub stored: StoredContract,
+    /// The contract (shared: a store may hand out the same parsed contract while it is current).
+    pub contract: Arc<Contract>,
+    /// Its version: a write naming an older one loses.
+    pub version: i64,
     /// Its usage since [`usage_since`].
     pub usage: Vec<UsageRecord>,
     /// Its customer (none only if the customer row is gone).
@@ -319,16 +321,18 @@ pub trait Store: Send + Sync + 'static {
         tenant: &str,
         contract_id: &str,
     ) -> StoreResult<Option<BillingState>> {
-        let Some(stored) = self.contract(tenant, contract_id).await? else {
+        let Some(StoredContract { contract, version }) = self.contract(tenant, contract_id).await?
+        else {
             return Ok(None);
         };
-        let c = &stored.contract;
+        let c = &contract;
         let usage = self.usage(tenant, &c.id, usage_since(c)).await?;
         let customer = self.customer(tenant, &c.customer_id).await?;
         let balances = self.balances(tenant, &c.customer_id).await?;
         let catalog = self.catalog(tenant).await?;
         Ok(Some(BillingState {
-            stored,
+            contract: Arc::new(contract),
+            version,
             usage,
             customer,
             balances,
@@ -511,6 +515,56 @@ impl CatalogCache {
     }
 }
 
+/// Parsed contracts by tenant and id, each with the version it was parsed at: a store reads a
+/// contract's version on every call (so another process's write is seen at once) and parses its
+/// body only when the version changed. Bounded, so a run over every contract does not grow it.
+pub struct ContractCache {
+    parsed: quick_cache::sync::Cache<(String, String), (i64, Arc<Contract>)>,
+}
+
+/// A borrowed `(tenant, id)` key: hashes as the owned tuple does, so lookups allocate nothing.
+#[derive(Hash)]
+struct ContractKey<'a>(&'a str, &'a str);
+
+impl quick_cache::Equivalent<(String, String)> for ContractKey<'_> {
+    fn equivalent(&self, key: &(String, String)) -> bool {
+        self.0 == key.0 && self.1 == key.1
+    }
+}
+
+impl std::fmt::Debug for ContractCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContractCache")
+            .field("len", &self.parsed.len())
+            .finish()
+    }
+}
+
+impl ContractCache {
+    /// A cache of at most `capacity` contracts.
+    pub fn new(capacity: usize) -> Self {
+        ContractCache {
+            parsed: quick_cache::sync::Cache::new(capacity),
+        }
+    }
+
+    /// The contract `tenant`/`id` at `version`, if it was parsed at that version.
+    pub fn get(&self, tenant: &str, id: &str, version: i64) -> Option<Arc<Contract>> {
+        match self.parsed.get(&ContractKey(tenant, id)) {
+            Some((v, c)) if v == version => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Keeps `contract` as parsed at `version`.
+    pub fn put(&self, tenant: &str, version: i64, contract: Arc<Contract>) {
+        self.parsed.insert(
+            (tenant.to_string(), contract.id.clone()),
+            (version, contract),
+        );
+    }
+}
+
 /// The instant a contract's next billing step is due, for indexing.
 pub fn next_due(c: &Contract) -> Option<Timestamp> {
     next_step(c).map(|(t, _)| t)
@@ -525,6 +579,36 @@ pub fn invoice_number(issued_at: Timestamp, seq: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_contract_cache_answers_only_the_version_it_holds() {
+        let cache = ContractCache::new(2);
+        let (catalog, settings) = tally_core::examples::basic_catalog();
+        let cx = BillingContext::new(&catalog, &settings).unwrap();
+        let req = SignupRequest::new("Cont_a", "Cust_a", "basic", Currency::Usd, Cycle::Month);
+        let c = Arc::new(
+            subscribe(&req, &cx, "2024-03-01T00:00:00Z".parse().unwrap())
+                .unwrap()
+                .contract,
+        );
+        cache.put("t1", 3, c.clone());
+        assert!(Arc::ptr_eq(&cache.get("t1", "Cont_a", 3).unwrap(), &c));
+        // Another version, tenant or id is a miss.
+        assert!(cache.get("t1", "Cont_a", 4).is_none());
+        assert!(cache.get("t2", "Cont_a", 3).is_none());
+        assert!(cache.get("t1", "Cont_b", 3).is_none());
+        // A newer version replaces the old one.
+        cache.put("t1", 4, c.clone());
+        assert!(cache.get("t1", "Cont_a", 3).is_none());
+        assert!(cache.get("t1", "Cont_a", 4).is_some());
+        // Bounded: many more contracts than its capacity keep it at about that size.
+        for i in 0..100 {
+            let mut other = (*c).clone();
+            other.id = format!("Cont_{i}");
+            cache.put("t1", 1, Arc::new(other));
+        }
+        assert!(cache.parsed.len() <= 4, "{}", cache.parsed.len());
+    }
 
     #[test]
     fn the_catalog_cache_parses_only_changed_text() {

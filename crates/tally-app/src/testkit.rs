@@ -955,8 +955,8 @@ async fn billing_state_reads_what_bills_a_contract(store: &dyn Store) {
         .unwrap();
 
     let s = store.billing_state(&t.id, &c.id).await.unwrap().unwrap();
-    assert_eq!(s.stored.contract, c);
-    assert_eq!(s.stored.version, 1);
+    assert_eq!(*s.contract, c);
+    assert_eq!(s.version, 1);
     assert_eq!(s.usage, vec![rec(3, "2024-01-05T00:00:00Z")]);
     assert_eq!(s.customer, Some(cu.clone()));
     // Only this customer's credit: 5.00 (the other customer's 7.00 is theirs).

@@ -100,15 +100,42 @@ pub struct Exact {
     den: i128,
 }
 
-fn gcd(mut a: i128, mut b: i128) -> i128 {
-    a = a.abs();
-    b = b.abs();
-    while b != 0 {
-        let t = a % b;
-        a = b;
-        b = t;
-    }
-    a.max(1)
+/// Binary (Stein's) greatest common divisor on one unsigned width: shifts and subtractions only,
+/// as 128-bit division is a slow library call.
+macro_rules! binary_gcd {
+    ($name:ident, $t:ty) => {
+        fn $name(mut a: $t, mut b: $t) -> $t {
+            if a == 0 || b == 0 {
+                return a | b;
+            }
+            let shift = (a | b).trailing_zeros();
+            a >>= a.trailing_zeros();
+            loop {
+                b >>= b.trailing_zeros();
+                if a > b {
+                    std::mem::swap(&mut a, &mut b);
+                }
+                b -= a;
+                if b == 0 {
+                    return a << shift;
+                }
+            }
+        }
+    };
+}
+binary_gcd!(gcd64, u64);
+binary_gcd!(gcd128, u128);
+
+/// The greatest common divisor of `|a|` and `|b|`, at least 1 (so it always divides safely):
+/// on 64-bit words when both fit, the usual case for money, else on 128 bits.
+fn gcd(a: i128, b: i128) -> i128 {
+    let (a, b) = (a.unsigned_abs(), b.unsigned_abs());
+    let g = match (u64::try_from(a), u64::try_from(b)) {
+        (Ok(a), Ok(b)) => u128::from(gcd64(a, b)),
+        _ => gcd128(a, b),
+    };
+    // Only gcd(2^127, 0 or 2^127) exceeds i128; 1 still divides both.
+    i128::try_from(g).unwrap_or(1).max(1)
 }
 
 fn pow10(scale: u32) -> Result<i128, CoreError> {
@@ -321,6 +348,35 @@ mod tests {
             dec("12.35")
         );
         assert_eq!(x.round(2, Rounding::HalfEven).unwrap(), dec("12.34"));
+    }
+
+    proptest::proptest! {
+        /// The binary gcd agrees with Euclid's on 64-bit and on wider values, and divides both.
+        #[test]
+        fn gcd_agrees_with_euclid(a in proptest::num::i128::ANY, b in proptest::num::i128::ANY, small in proptest::bool::ANY) {
+            let (a, b) = if small { (a % (1 << 40), b % (1 << 40)) } else { (a, b) };
+            proptest::prop_assume!(a != i128::MIN && b != i128::MIN);
+            let (mut x, mut y) = (a.abs(), b.abs());
+            while y != 0 {
+                (x, y) = (y, x % y);
+            }
+            let g = gcd(a, b);
+            proptest::prop_assert_eq!(g, x.max(1));
+            proptest::prop_assert_eq!(a % g, 0);
+            proptest::prop_assert_eq!(b % g, 0);
+        }
+    }
+
+    #[test]
+    fn gcd_edge_cases() {
+        // gcd(0, 0) is taken as 1 so that reducing 0/1 never divides by zero.
+        assert_eq!(gcd(0, 0), 1);
+        assert_eq!(gcd(0, -12), 12);
+        // 2^64 does not fit 64 bits: 2^64 and 6 share 2.
+        assert_eq!(gcd(1 << 64, 6), 2);
+        // 2^127 has no i128; 1 is returned, which still divides.
+        assert_eq!(gcd(i128::MIN, 0), 1);
+        assert_eq!(gcd(i128::MIN, 6), 2);
     }
 
     #[test]

@@ -35,7 +35,11 @@ pub struct SqliteStore {
     writer: Arc<Mutex<Connection>>,
     url: String,
     catalogs: Arc<CatalogCache>,
+    contracts: Arc<ContractCache>,
 }
+
+/// Parsed contracts the store keeps for reads that bill (previews and changes).
+const CACHED_CONTRACTS: usize = 16_384;
 
 fn be(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
@@ -155,6 +159,7 @@ impl SqliteStore {
             writer: Arc::new(Mutex::new(writer)),
             url: url.to_string(),
             catalogs: Arc::new(CatalogCache::default()),
+            contracts: Arc::new(ContractCache::new(CACHED_CONTRACTS)),
         };
         store.migrate().await?;
         Ok(store)
@@ -923,6 +928,30 @@ fn contract_on(c: &Connection, tenant: &str, id: &str) -> StoreResult<Option<Sto
         .transpose()
 }
 
+/// A contract by id and its version, on `c`, parsed only when `cache` does not hold that version.
+fn contract_cached_on(
+    c: &Connection,
+    cache: &ContractCache,
+    tenant: &str,
+    id: &str,
+) -> StoreResult<Option<(Arc<Contract>, i64)>> {
+    let mut st = c
+        .prepare_cached("SELECT version, body FROM contracts WHERE tenant_id = ? AND id = ?")
+        .map_err(be)?;
+    let mut rows = st.query(params![tenant, id]).map_err(be)?;
+    let Some(row) = rows.next().map_err(be)? else {
+        return Ok(None);
+    };
+    let version: i64 = row.get(0).map_err(be)?;
+    if let Some(parsed) = cache.get(tenant, id, version) {
+        return Ok(Some((parsed, version)));
+    }
+    let body = row.get_ref(1).map_err(be)?.as_str().map_err(be)?;
+    let parsed = Arc::new(from_json::<Contract>(body)?);
+    cache.put(tenant, version, parsed.clone());
+    Ok(Some((parsed, version)))
+}
+
 /// A contract's usage at or after `since`, on `c`.
 fn usage_on(
     c: &Connection,
@@ -1178,16 +1207,17 @@ impl Store for SqliteStore {
         // One read transaction: one snapshot, one pooled connection, one WAL read lock.
         self.read(|c| {
             let tx = c.unchecked_transaction().map_err(be)?;
-            let Some(stored) = contract_on(&tx, tenant, contract_id)? else {
+            let Some((k, version)) = contract_cached_on(&tx, &self.contracts, tenant, contract_id)?
+            else {
                 return Ok(None);
             };
-            let k = &stored.contract;
             Ok(Some(BillingState {
-                usage: usage_on(&tx, tenant, &k.id, usage_since(k))?,
+                usage: usage_on(&tx, tenant, &k.id, usage_since(&k))?,
                 customer: customer_on(&tx, tenant, &k.customer_id)?,
                 balances: balances_on(&tx, tenant, &k.customer_id)?,
                 catalog: self.catalogs.get(tenant, catalog_text(&tx, tenant)?)?,
-                stored,
+                contract: k,
+                version,
             }))
         })
     }
