@@ -221,7 +221,7 @@ fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             .routes(routes!(estimate_order))
             .routes(routes!(start_upgrade))
     };
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/v1/c", v1)
         .nest("/salesbricks/api/v1", salesbricks)
         .nest("/flexprice/v1", flexprice)
@@ -230,7 +230,196 @@ fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(readyz))
         .routes(routes!(metrics))
         .routes(routes!(openapi_json))
-        .split_for_parts()
+        .split_for_parts();
+    let mut doc = doc;
+    name_dialect_operations(&mut doc);
+    declare_links(&mut doc);
+    (router, doc)
+}
+
+/// The operation of `doc` at `method` and `path`, if there is one.
+fn operation_mut<'a>(
+    doc: &'a mut utoipa::openapi::OpenApi,
+    method: &str,
+    path: &str,
+) -> Option<&'a mut utoipa::openapi::path::Operation> {
+    let item = doc.paths.paths.get_mut(path)?;
+    match method {
+        "get" => item.get.as_mut(),
+        "post" => item.post.as_mut(),
+        "patch" => item.patch.as_mut(),
+        "delete" => item.delete.as_mut(),
+        _ => None,
+    }
+}
+
+/// Prefixes the dialects' operation ids with their dialect (`flexprice_get_customer`), so every
+/// operation id in the document is unique, as OpenAPI requires.
+fn name_dialect_operations(doc: &mut utoipa::openapi::OpenApi) {
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let Some(dialect) = ["flexprice", "billwerk", "salesbricks"]
+            .into_iter()
+            .find(|d| path.starts_with(&format!("/{d}/")))
+        else {
+            continue;
+        };
+        for op in [
+            item.get.as_mut(),
+            item.post.as_mut(),
+            item.patch.as_mut(),
+            item.delete.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if let Some(id) = &mut op.operation_id {
+                *id = format!("{dialect}_{id}");
+            }
+        }
+    }
+}
+
+/// Where an id an answer carries can be used next: `(method, path, operations it links to,
+/// parameters as runtime expressions)`. Clients and stateful fuzzers follow a resource from its
+/// creation through these.
+const LINKS: &[(&str, &str, &[&str], &[(&str, &str)])] = &[
+    (
+        "post",
+        "/v1/c/customer",
+        &["get_customer", "get_balance"],
+        &[("id", "$response.body")],
+    ),
+    (
+        "post",
+        "/v1/c/contract",
+        &[
+            "get_contract",
+            "upgrade",
+            "upgrade_estimate",
+            "activate_contract",
+            "cancel_contract",
+            "contract_history",
+            "contract_invoices",
+            "scheduled_changes",
+            "billwerk_get_contract",
+            "salesbricks_get_subscription",
+            "salesbricks_create_upgrade",
+            "salesbricks_list_upgrades",
+            "salesbricks_estimate_upgrade",
+        ],
+        &[("id", "$response.body")],
+    ),
+    (
+        "post",
+        "/v1/c/contract/{id}/upgrade",
+        &["get_contract", "scheduled_changes", "contract_invoices"],
+        &[("id", "$response.body")],
+    ),
+    (
+        "get",
+        "/v1/c/invoice",
+        &[
+            "get_invoice",
+            "pay_invoice",
+            "void_invoice",
+            "report_payment",
+        ],
+        &[("id", "$response.body#/hits/0/id")],
+    ),
+    (
+        "get",
+        "/v1/c/contract/{id}/invoices",
+        &[
+            "get_invoice",
+            "pay_invoice",
+            "void_invoice",
+            "report_payment",
+        ],
+        &[("id", "$response.body#/hits/0/id")],
+    ),
+    (
+        "post",
+        "/v1/c/webhook",
+        &[
+            "get_webhook",
+            "update_webhook",
+            "delete_webhook",
+            "list_deliveries",
+        ],
+        &[("id", "$response.body#/id")],
+    ),
+    (
+        "post",
+        "/flexprice/v1/customers",
+        &["flexprice_get_customer"],
+        &[("id", "$response.body#/id")],
+    ),
+    (
+        "post",
+        "/flexprice/v1/subscriptions",
+        &[
+            "flexprice_get_subscription",
+            "flexprice_change_preview",
+            "flexprice_change_execute",
+        ],
+        &[("id", "$response.body#/id")],
+    ),
+    (
+        "get",
+        "/flexprice/v1/invoices",
+        &["flexprice_get_invoice"],
+        &[("id", "$response.body#/items/0/id")],
+    ),
+    (
+        "post",
+        "/billwerk/api/v1/Orders",
+        &["billwerk_get_order", "billwerk_commit_order"],
+        &[("id", "$response.body#/Id")],
+    ),
+    (
+        "post",
+        "/salesbricks/api/v1/subscriptions/{id}/upgrade",
+        &[
+            "salesbricks_update_upgrade",
+            "salesbricks_delete_upgrade",
+            "salesbricks_estimate_order",
+            "salesbricks_start_upgrade",
+        ],
+        &[
+            ("id", "$request.path.id"),
+            ("order_id", "$response.body#/order_id"),
+        ],
+    ),
+];
+
+/// Adds [`LINKS`] to the success answers (`200` or `201`) of `doc`.
+fn declare_links(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::link::LinkBuilder;
+    for (method, path, targets, params) in LINKS {
+        let Some(op) = operation_mut(doc, method, path) else {
+            continue;
+        };
+        let responses = &mut op.responses.responses;
+        let code = if responses.contains_key("200") {
+            "200"
+        } else {
+            "201"
+        };
+        let Some(RefOr::T(answer)) = responses.get_mut(code) else {
+            continue;
+        };
+        for target in *targets {
+            let mut link = params
+                .iter()
+                .fold(LinkBuilder::new(), |l, (k, v)| l.parameter(*k, *v))
+                .build();
+            // utoipa 5 writes a link's `operation_id` field as is; OpenAPI spells it
+            // `operationId`, so it goes in through the link's free-form fields.
+            link.extensions = Some([("operationId", *target)].into_iter().collect());
+            answer.links.insert((*target).to_string(), RefOr::T(link));
+        }
+    }
 }
 
 /// The OpenAPI 3.1 document of every endpoint, generated from the routes.
@@ -289,6 +478,49 @@ mod tests {
             committed.trim_end() == generated.trim_end(),
             "docs/openapi.json is stale: run `cargo run -- openapi > docs/openapi.json`"
         );
+    }
+
+    /// Operation ids are unique, and every declared link is in the document and names an
+    /// operation that exists with the parameters it fills.
+    #[test]
+    fn operation_ids_are_unique_and_every_link_resolves() {
+        let doc = serde_json::to_value(super::openapi()).unwrap();
+        let mut ops = std::collections::BTreeMap::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                if let Some(id) = op["operationId"].as_str() {
+                    let params: Vec<&str> = op["parameters"]
+                        .as_array()
+                        .map(|ps| ps.iter().filter_map(|p| p["name"].as_str()).collect())
+                        .unwrap_or_default();
+                    let seen = ops.insert(id.to_string(), params);
+                    assert!(seen.is_none(), "operation id {id} twice ({method} {path})");
+                }
+            }
+        }
+        let mut links = 0;
+        for (method, path, targets, params) in super::LINKS {
+            let responses = &doc["paths"][*path][*method]["responses"];
+            let answer = if responses["200"].is_null() {
+                &responses["201"]
+            } else {
+                &responses["200"]
+            };
+            for target in *targets {
+                let link = &answer["links"][*target];
+                assert_eq!(link["operationId"], *target, "{method} {path} -> {target}");
+                let takes = ops
+                    .get(*target)
+                    .unwrap_or_else(|| panic!("{method} {path} links to unknown {target}"));
+                for (name, _) in *params {
+                    assert!(takes.contains(name), "{target} takes no `{name}`");
+                }
+                links += 1;
+            }
+        }
+        let declared: usize = super::LINKS.iter().map(|l| l.2.len()).sum();
+        assert_eq!(links, declared);
+        assert!(declared > 30);
     }
 
     /// The keys of a served invoice are exactly the documented ones, lines included, so the
