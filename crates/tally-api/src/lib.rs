@@ -279,20 +279,28 @@ fn name_dialect_operations(doc: &mut utoipa::openapi::OpenApi) {
     }
 }
 
-/// Where an id an answer carries can be used next: `(method, path, operations it links to,
-/// parameters as runtime expressions)`. Clients and stateful fuzzers follow a resource from its
-/// creation through these.
-const LINKS: &[(&str, &str, &[&str], &[(&str, &str)])] = &[
-    (
-        "post",
-        "/v1/c/customer",
-        &["get_customer", "get_balance"],
-        &[("id", "$response.body")],
-    ),
-    (
-        "post",
-        "/v1/c/contract",
-        &[
+/// A link of the document: the operation at `method` and `path` answers an id that the
+/// operations `to` take, filling `params` with runtime expressions.
+struct DocLink {
+    method: &'static str,
+    path: &'static str,
+    to: &'static [&'static str],
+    params: &'static [(&'static str, &'static str)],
+}
+
+/// Where an id an answer carries can be used next. Clients and stateful fuzzers follow a
+/// resource from its creation through these.
+const LINKS: &[DocLink] = &[
+    DocLink {
+        method: "post",
+        path: "/v1/c/customer",
+        to: &["get_customer", "get_balance"],
+        params: &[("id", "$response.body")],
+    },
+    DocLink {
+        method: "post",
+        path: "/v1/c/contract",
+        to: &[
             "get_contract",
             "upgrade",
             "upgrade_estimate",
@@ -307,96 +315,102 @@ const LINKS: &[(&str, &str, &[&str], &[(&str, &str)])] = &[
             "salesbricks_list_upgrades",
             "salesbricks_estimate_upgrade",
         ],
-        &[("id", "$response.body")],
-    ),
-    (
-        "post",
-        "/v1/c/contract/{id}/upgrade",
-        &["get_contract", "scheduled_changes", "contract_invoices"],
-        &[("id", "$response.body")],
-    ),
-    (
-        "get",
-        "/v1/c/invoice",
-        &[
+        params: &[("id", "$response.body")],
+    },
+    DocLink {
+        method: "post",
+        path: "/v1/c/contract/{id}/upgrade",
+        to: &["get_contract", "scheduled_changes", "contract_invoices"],
+        params: &[("id", "$response.body")],
+    },
+    DocLink {
+        method: "get",
+        path: "/v1/c/invoice",
+        to: &[
             "get_invoice",
             "pay_invoice",
             "void_invoice",
             "report_payment",
         ],
-        &[("id", "$response.body#/hits/0/id")],
-    ),
-    (
-        "get",
-        "/v1/c/contract/{id}/invoices",
-        &[
+        params: &[("id", "$response.body#/hits/0/id")],
+    },
+    DocLink {
+        method: "get",
+        path: "/v1/c/contract/{id}/invoices",
+        to: &[
             "get_invoice",
             "pay_invoice",
             "void_invoice",
             "report_payment",
         ],
-        &[("id", "$response.body#/hits/0/id")],
-    ),
-    (
-        "post",
-        "/v1/c/webhook",
-        &[
+        params: &[("id", "$response.body#/hits/0/id")],
+    },
+    DocLink {
+        method: "post",
+        path: "/v1/c/webhook",
+        to: &[
             "get_webhook",
             "update_webhook",
             "delete_webhook",
             "list_deliveries",
         ],
-        &[("id", "$response.body#/id")],
-    ),
-    (
-        "post",
-        "/flexprice/v1/customers",
-        &["flexprice_get_customer"],
-        &[("id", "$response.body#/id")],
-    ),
-    (
-        "post",
-        "/flexprice/v1/subscriptions",
-        &[
+        params: &[("id", "$response.body#/id")],
+    },
+    DocLink {
+        method: "post",
+        path: "/flexprice/v1/customers",
+        to: &["flexprice_get_customer"],
+        params: &[("id", "$response.body#/id")],
+    },
+    DocLink {
+        method: "post",
+        path: "/flexprice/v1/subscriptions",
+        to: &[
             "flexprice_get_subscription",
             "flexprice_change_preview",
             "flexprice_change_execute",
         ],
-        &[("id", "$response.body#/id")],
-    ),
-    (
-        "get",
-        "/flexprice/v1/invoices",
-        &["flexprice_get_invoice"],
-        &[("id", "$response.body#/items/0/id")],
-    ),
-    (
-        "post",
-        "/billwerk/api/v1/Orders",
-        &["billwerk_get_order", "billwerk_commit_order"],
-        &[("id", "$response.body#/Id")],
-    ),
-    (
-        "post",
-        "/salesbricks/api/v1/subscriptions/{id}/upgrade",
-        &[
+        params: &[("id", "$response.body#/id")],
+    },
+    DocLink {
+        method: "get",
+        path: "/flexprice/v1/invoices",
+        to: &["flexprice_get_invoice"],
+        params: &[("id", "$response.body#/items/0/id")],
+    },
+    DocLink {
+        method: "post",
+        path: "/billwerk/api/v1/Orders",
+        to: &["billwerk_get_order", "billwerk_commit_order"],
+        params: &[("id", "$response.body#/Id")],
+    },
+    DocLink {
+        method: "post",
+        path: "/salesbricks/api/v1/subscriptions/{id}/upgrade",
+        to: &[
             "salesbricks_update_upgrade",
             "salesbricks_delete_upgrade",
             "salesbricks_estimate_order",
             "salesbricks_start_upgrade",
         ],
-        &[
+        params: &[
             ("id", "$request.path.id"),
             ("order_id", "$response.body#/order_id"),
         ],
-    ),
+    },
 ];
 
 /// Adds [`LINKS`] to the success answers (`200` or `201`) of `doc`.
 fn declare_links(doc: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::RefOr;
     use utoipa::openapi::link::LinkBuilder;
-    for (method, path, targets, params) in LINKS {
+    for DocLink {
+        method,
+        path,
+        to: targets,
+        params,
+    } in LINKS
+    {
         let Some(op) = operation_mut(doc, method, path) else {
             continue;
         };
@@ -499,7 +513,13 @@ mod tests {
             }
         }
         let mut links = 0;
-        for (method, path, targets, params) in super::LINKS {
+        for super::DocLink {
+            method,
+            path,
+            to: targets,
+            params,
+        } in super::LINKS
+        {
             let responses = &doc["paths"][*path][*method]["responses"];
             let answer = if responses["200"].is_null() {
                 &responses["201"]
@@ -518,7 +538,7 @@ mod tests {
                 links += 1;
             }
         }
-        let declared: usize = super::LINKS.iter().map(|l| l.2.len()).sum();
+        let declared: usize = super::LINKS.iter().map(|l| l.to.len()).sum();
         assert_eq!(links, declared);
         assert!(declared > 30);
     }
