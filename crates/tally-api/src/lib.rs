@@ -325,6 +325,24 @@ const LINKS: &[DocLink] = &[
     },
     DocLink {
         method: "get",
+        path: "/v1/c/contract/{id}/scheduled_changes",
+        to: &["scheduled_change", "cancel_scheduled"],
+        params: &[
+            ("id", "$request.path.id"),
+            ("change_id", "$response.body#/0/id"),
+        ],
+    },
+    DocLink {
+        method: "get",
+        path: "/v1/c/webhook/{id}/deliveries",
+        to: &["retry_delivery"],
+        params: &[
+            ("id", "$request.path.id"),
+            ("delivery_id", "$response.body#/hits/0/id"),
+        ],
+    },
+    DocLink {
+        method: "get",
         path: "/v1/c/invoice",
         to: &[
             "get_invoice",
