@@ -38,8 +38,9 @@ pub struct SqliteStore {
     contracts: Arc<ContractCache>,
 }
 
-/// Parsed contracts the store keeps for reads that bill (previews and changes).
-const CACHED_CONTRACTS: usize = 16_384;
+/// Parsed contracts the store keeps for reads that bill (previews and changes): a few KB each,
+/// so at most some tens of MB; the bill run reads its batches without it.
+const CACHED_CONTRACTS: usize = 4_096;
 
 fn be(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
