@@ -832,28 +832,44 @@ pub struct InvoiceDoc {
     credit_added: String,
 }
 
-/// The documented shape of a page of invoices (Wingback's paging).
-#[derive(utoipa::ToSchema)]
-#[schema(as = InvoicePage)]
-#[allow(dead_code)]
-pub struct InvoicePageDoc {
-    /// The invoices of this page.
-    hits: Vec<InvoiceDoc>,
-    /// Page number, from 1.
-    current_page: u64,
-    /// Invoices in all.
-    total: u64,
-    /// Pages in all.
-    total_pages: u64,
-    /// Cursor of the first page.
-    first: String,
-    /// Cursor of the last page.
-    last: String,
-    /// Cursor of the next page.
-    forward: Option<String>,
-    /// Cursor of the previous page.
-    backward: Option<String>,
+/// Writes the documented shape of one kind of page (Wingback's paging): its items, and the
+/// counts and cursors every page carries.
+macro_rules! page_doc {
+    ($(#[$meta:meta])* $name:ident, $schema:ident, $item:ty, $hits:literal, $total:literal) => {
+        $(#[$meta])*
+        #[derive(utoipa::ToSchema)]
+        #[schema(as = $schema)]
+        #[allow(dead_code)]
+        pub struct $name {
+            #[doc = $hits]
+            hits: Vec<$item>,
+            /// Page number, from 1.
+            current_page: u64,
+            #[doc = $total]
+            total: u64,
+            /// Pages in all.
+            total_pages: u64,
+            /// Cursor of the first page.
+            first: String,
+            /// Cursor of the last page.
+            last: String,
+            /// Cursor of the next page.
+            forward: Option<String>,
+            /// Cursor of the previous page.
+            backward: Option<String>,
+        }
+    };
 }
+pub(crate) use page_doc;
+
+page_doc!(
+    /// The documented shape of a page of invoices (Wingback's paging).
+    InvoicePageDoc,
+    InvoicePage,
+    InvoiceDoc,
+    " The invoices of this page.",
+    " Invoices in all."
+);
 
 /// An invoice on the wire.
 pub fn invoice_json(i: &Invoice) -> Value {

@@ -13,6 +13,7 @@ use tally_app::store::Tenant;
 use tally_app::webhooks::{Delivery, WebhookEndpoint, check_event_types, check_url, new_secret};
 
 use crate::AppState;
+use crate::dto::page_doc;
 use crate::dto::{PageQuery, page_json};
 use crate::error::{ApiError, Problem};
 use crate::extract::{Auth, Body, Params};
@@ -64,28 +65,14 @@ pub struct WebhookEndpointDoc {
     created_at: String,
 }
 
-/// A page of webhook endpoints.
-#[derive(utoipa::ToSchema)]
-#[schema(as = WebhookEndpointPage)]
-#[allow(dead_code)]
-pub struct WebhookEndpointPageDoc {
-    /// The endpoints of this page.
-    hits: Vec<WebhookEndpointDoc>,
-    /// Page number, from 1.
-    current_page: u64,
-    /// Endpoints in all.
-    total: u64,
-    /// Pages in all.
-    total_pages: u64,
-    /// Cursor of the first page.
-    first: String,
-    /// Cursor of the last page.
-    last: String,
-    /// Cursor of the next page.
-    forward: Option<String>,
-    /// Cursor of the previous page.
-    backward: Option<String>,
-}
+page_doc!(
+    /// A page of webhook endpoints.
+    WebhookEndpointPageDoc,
+    WebhookEndpointPage,
+    WebhookEndpointDoc,
+    " The endpoints of this page.",
+    " Endpoints in all."
+);
 
 /// One delivery of the log on the wire (documentation of what [`delivery_json`] writes).
 #[derive(utoipa::ToSchema)]
@@ -119,28 +106,14 @@ pub struct DeliveryDoc {
     created_at: String,
 }
 
-/// A page of the delivery log.
-#[derive(utoipa::ToSchema)]
-#[schema(as = DeliveryPage)]
-#[allow(dead_code)]
-pub struct DeliveryPageDoc {
-    /// The deliveries of this page.
-    hits: Vec<DeliveryDoc>,
-    /// Page number, from 1.
-    current_page: u64,
-    /// Deliveries in all.
-    total: u64,
-    /// Pages in all.
-    total_pages: u64,
-    /// Cursor of the first page.
-    first: String,
-    /// Cursor of the last page.
-    last: String,
-    /// Cursor of the next page.
-    forward: Option<String>,
-    /// Cursor of the previous page.
-    backward: Option<String>,
-}
+page_doc!(
+    /// A page of the delivery log.
+    DeliveryPageDoc,
+    DeliveryPage,
+    DeliveryDoc,
+    " The deliveries of this page.",
+    " Deliveries in all."
+);
 
 /// The answer to deleting an endpoint.
 #[derive(utoipa::ToSchema)]
