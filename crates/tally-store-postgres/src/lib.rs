@@ -314,27 +314,6 @@ async fn write_commit(
         .execute(&mut **tx)
         .await
         .map_err(be)?;
-        for (i, l) in d.lines.iter().enumerate() {
-            let kind = serde_json::to_value(l.kind).map_err(be)?;
-            sqlx::query(
-                "INSERT INTO invoice_lines (tenant_id, invoice_id, idx, kind, feature_slug, description, quantity, unit_amount, amount, period_start, period_end)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            )
-            .bind(tenant)
-            .bind(&inv.id)
-            .bind(i as i32)
-            .bind(kind.as_str().unwrap_or_default())
-            .bind(&l.feature_slug)
-            .bind(&l.description)
-            .bind(l.quantity.to_string())
-            .bind(l.unit_amount.to_string())
-            .bind(l.amount.to_string())
-            .bind(micros(l.period_start))
-            .bind(micros(l.period_end))
-            .execute(&mut **tx)
-            .await
-            .map_err(be)?;
-        }
         add_balance(tx, tenant, d).await?;
         issued.push(inv);
     }
@@ -349,12 +328,6 @@ async fn write_commit(
 
 /// Rows per multi-row statement: far below PostgreSQL's limit of 65,535 bound values per statement.
 const ROWS_PER_STATEMENT: usize = 200;
-
-/// Kind of an invoice line as stored.
-fn line_kind(kind: LineKind) -> StoreResult<String> {
-    let v = serde_json::to_value(kind).map_err(be)?;
-    Ok(v.as_str().unwrap_or_default().to_string())
-}
 
 /// Writes a bill-run batch inside an open transaction with a few multi-row statements instead of
 /// one statement per row. Only batches of existing contracts qualify; `Ok(None)` means the batch
@@ -485,31 +458,6 @@ async fn write_batch(
                 .push_bind("open")
                 .push_bind(&d.step_key)
                 .push_bind(body);
-        });
-        q.build().execute(&mut **tx).await.map_err(be)?;
-    }
-    let mut lines = Vec::new();
-    for (_, inv, _) in &invoices {
-        for (i, l) in inv.draft.lines.iter().enumerate() {
-            lines.push((&inv.id, i as i32, line_kind(l.kind)?, l));
-        }
-    }
-    for chunk in lines.chunks(ROWS_PER_STATEMENT) {
-        let mut q = sqlx::QueryBuilder::new(
-            "INSERT INTO invoice_lines (tenant_id, invoice_id, idx, kind, feature_slug, description, quantity, unit_amount, amount, period_start, period_end) ",
-        );
-        q.push_values(chunk, |mut b, (id, i, kind, l)| {
-            b.push_bind(tenant)
-                .push_bind(*id)
-                .push_bind(*i)
-                .push_bind(kind)
-                .push_bind(&l.feature_slug)
-                .push_bind(&l.description)
-                .push_bind(l.quantity.to_string())
-                .push_bind(l.unit_amount.to_string())
-                .push_bind(l.amount.to_string())
-                .push_bind(micros(l.period_start))
-                .push_bind(micros(l.period_end));
         });
         q.build().execute(&mut **tx).await.map_err(be)?;
     }

@@ -450,28 +450,6 @@ fn write_commit(
             body
         ])
         .map_err(be)?;
-        let mut st = tx
-            .prepare_cached(
-                "INSERT INTO invoice_lines (tenant_id, invoice_id, idx, kind, feature_slug, description, quantity, unit_amount, amount, period_start, period_end)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .map_err(be)?;
-        for (i, l) in d.lines.iter().enumerate() {
-            st.execute(params![
-                tenant,
-                inv.id,
-                i as i64,
-                line_kind(l.kind)?,
-                l.feature_slug,
-                l.description,
-                l.quantity.to_string(),
-                l.unit_amount.to_string(),
-                l.amount.to_string(),
-                micros(l.period_start),
-                micros(l.period_end)
-            ])
-            .map_err(be)?;
-        }
         add_balance(tx, tenant, d)?;
         issued.push(inv);
     }
@@ -501,12 +479,6 @@ const OPEN: &str = "open";
 
 /// Rows per multi-row statement: far below SQLite's limit of 32,766 bound values per statement.
 const ROWS_PER_STATEMENT: usize = 200;
-
-/// Kind of an invoice line as stored.
-fn line_kind(kind: LineKind) -> StoreResult<String> {
-    let v = serde_json::to_value(kind).map_err(be)?;
-    Ok(v.as_str().unwrap_or_default().to_string())
-}
 
 /// Runs a multi-row statement: `head` then `VALUES` for `rows` rows of `cols` columns, then
 /// `tail`, with `values` bound in order.
@@ -661,59 +633,6 @@ fn write_batch(
             tx,
             "INSERT INTO invoices (tenant_id, id, seq, number, contract_id, customer_id, issued_at, step_key, body, status)",
             10,
-            chunk.len(),
-            "",
-            &values,
-        )?;
-    }
-    struct LineRow<'a> {
-        id: &'a str,
-        idx: i64,
-        kind: String,
-        l: &'a InvoiceLine,
-        quantity: String,
-        unit: String,
-        amount: String,
-        start: i64,
-        end: i64,
-    }
-    let mut lines = Vec::new();
-    for (_, inv, _) in &invoices {
-        for (i, l) in inv.draft.lines.iter().enumerate() {
-            lines.push(LineRow {
-                id: &inv.id,
-                idx: i as i64,
-                kind: line_kind(l.kind)?,
-                l,
-                quantity: l.quantity.to_string(),
-                unit: l.unit_amount.to_string(),
-                amount: l.amount.to_string(),
-                start: micros(l.period_start),
-                end: micros(l.period_end),
-            });
-        }
-    }
-    for chunk in lines.chunks(ROWS_PER_STATEMENT) {
-        let mut values: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 11);
-        for r in chunk {
-            values.extend([
-                &tenant as &dyn ToSql,
-                &r.id,
-                &r.idx,
-                &r.kind,
-                &r.l.feature_slug,
-                &r.l.description,
-                &r.quantity,
-                &r.unit,
-                &r.amount,
-                &r.start,
-                &r.end,
-            ]);
-        }
-        execute_rows(
-            tx,
-            "INSERT INTO invoice_lines (tenant_id, invoice_id, idx, kind, feature_slug, description, quantity, unit_amount, amount, period_start, period_end)",
-            11,
             chunk.len(),
             "",
             &values,

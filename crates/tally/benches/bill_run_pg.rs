@@ -51,19 +51,6 @@ type InvoiceRow = (
     String,
     String,
 );
-type LineRow = (
-    String,
-    String,
-    i32,
-    String,
-    Option<String>,
-    String,
-    String,
-    String,
-    String,
-    i64,
-    i64,
-);
 type EventRow = (String, String, Option<String>, String);
 
 fn db_url(admin: &str, name: &str) -> String {
@@ -212,17 +199,6 @@ async fn baseline(from_url: &str, to_url: &str, tenant: &str, n: usize) -> (f64,
         .fetch_all(&from)
         .await
         .unwrap();
-        let lines: Vec<LineRow> = sqlx::query_as(&format!(
-            "SELECT tenant_id, invoice_id, idx, kind, feature_slug, description, quantity, unit_amount, amount, period_start, period_end
-             FROM invoice_lines WHERE tenant_id = $3 AND invoice_id IN
-               (SELECT id FROM invoices WHERE tenant_id = $3 AND contract_id IN ({contracts_of}))"
-        ))
-        .bind(first)
-        .bind(1000i64)
-        .bind(tenant)
-        .fetch_all(&from)
-        .await
-        .unwrap();
         let events: Vec<EventRow> = sqlx::query_as(&format!(
             "SELECT tenant_id, id, contract_id, body FROM events
              WHERE tenant_id = $3 AND contract_id IN ({contracts_of})"
@@ -266,25 +242,6 @@ async fn baseline(from_url: &str, to_url: &str, tenant: &str, n: usize) -> (f64,
             });
             q.build().execute(&mut *tx).await.unwrap();
         }
-        for part in lines.chunks(ROWS) {
-            let mut q = QueryBuilder::new(
-                "INSERT INTO invoice_lines (tenant_id, invoice_id, idx, kind, feature_slug, description, quantity, unit_amount, amount, period_start, period_end) ",
-            );
-            q.push_values(part, |mut b, r| {
-                b.push_bind(&r.0)
-                    .push_bind(&r.1)
-                    .push_bind(r.2)
-                    .push_bind(&r.3)
-                    .push_bind(&r.4)
-                    .push_bind(&r.5)
-                    .push_bind(&r.6)
-                    .push_bind(&r.7)
-                    .push_bind(&r.8)
-                    .push_bind(r.9)
-                    .push_bind(r.10);
-            });
-            q.build().execute(&mut *tx).await.unwrap();
-        }
         for part in events.chunks(ROWS) {
             let mut q = QueryBuilder::new("INSERT INTO events (tenant_id, id, contract_id, body) ");
             q.push_values(part, |mut b, r| {
@@ -297,7 +254,7 @@ async fn baseline(from_url: &str, to_url: &str, tenant: &str, n: usize) -> (f64,
         }
         tx.commit().await.unwrap();
         timed += start.elapsed();
-        rows += (contracts.len() + invoices.len() + lines.len() + events.len()) as u64;
+        rows += (contracts.len() + invoices.len() + events.len()) as u64;
     }
     (rows as f64 / timed.as_secs_f64(), rows)
 }

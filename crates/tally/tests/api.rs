@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 
 #[path = "api/billwerk.rs"]
 mod billwerk;
+#[path = "support/crash.rs"]
+mod crash;
 #[path = "api/flexprice.rs"]
 mod flexprice;
 #[path = "api/salesbricks.rs"]
@@ -1053,7 +1055,6 @@ async fn a_bill_run_killed_at_random_points_bills_everything_exactly_once() {
         .unwrap();
     let cx = tally_core::contract::BillingContext::new(&catalog, &tenant.settings).unwrap();
     let n = 1500;
-    let mut ids = Vec::new();
     for _ in 0..n {
         let req = tally_core::billing::SignupRequest::new(
             &tally_app::ids::new_id("Cont"),
@@ -1066,7 +1067,6 @@ async fn a_bill_run_killed_at_random_points_bills_everything_exactly_once() {
         let out =
             tally_core::billing::subscribe(&req, &cx, "2024-01-01T00:00:00Z".parse().unwrap())
                 .unwrap();
-        ids.push(out.contract.id.clone());
         tally
             .store
             .commit(
@@ -1081,102 +1081,25 @@ async fn a_bill_run_killed_at_random_points_bills_everything_exactly_once() {
             .await
             .unwrap();
     }
-    let bin = env!("CARGO_BIN_EXE_tally");
-    let run = || {
-        std::process::Command::new(bin)
-            .args([
-                "bill-run",
-                "--until",
-                "2024-04-01T00:00:00Z",
-                "--lease-seconds",
-                "1",
-                "--batch-size",
-                "50",
-                "--database",
-                &url,
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
+    let plan = crash::Plan {
+        bin: env!("CARGO_BIN_EXE_tally"),
+        db: &path,
+        tenant: &tenant.id,
+        until: "2024-04-01T00:00:00Z",
+        batch_size: 50,
+        kills: 5,
+        from: n,
+        to: 4 * n,
     };
-    // Each round is killed once the invoices written pass a target between n and 4n, plus a
-    // random 0-30 ms so that the kill also lands inside later transactions (fixed seed).
-    let count = || async {
-        tally
-            .store
-            .invoices(
-                &tenant.id,
-                &Default::default(),
-                &tally_app::store::Page {
-                    offset: 0,
-                    limit: 0,
-                },
-            )
-            .await
-            .unwrap()
-            .1
-    };
-    let mut seed: u64 = 0x5eed_1234;
-    let mut kills = 0;
-    for round in 1..=5u64 {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let target = n as u64 + 3 * n as u64 * round / 6;
-        let jitter = std::time::Duration::from_millis((seed >> 33) % 30);
-        let mut child = run();
-        loop {
-            if child.try_wait().unwrap().is_some() {
-                break;
-            }
-            if count().await >= target {
-                std::thread::sleep(jitter);
-                if child.try_wait().unwrap().is_none() {
-                    child.kill().unwrap();
-                    kills += 1;
-                }
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-        }
-        child.wait().unwrap();
-        eprintln!(
-            "round {round}: {} invoices after the run stopped",
-            count().await
-        );
-        // Claims of a killed process run out after their 1 s lease.
-        std::thread::sleep(std::time::Duration::from_millis(1100));
-    }
-    let status = run().wait().unwrap();
-    assert!(status.success());
-    assert!(kills >= 3, "only {kills} runs were killed mid-work");
-
-    let (invoices, total) = all_invoices(&tally, &tenant.id).await;
-    assert_eq!(
-        total as usize,
-        n * 4,
-        "a signup and three renewals per contract"
+    let rounds = crash::kill_and_restart(&plan);
+    eprintln!("invoices after each round: {:?}", rounds.after_round);
+    assert!(
+        rounds.kills >= 3,
+        "only {} runs were killed mid-work",
+        rounds.kills
     );
-    let mut per_contract = std::collections::BTreeMap::new();
-    let mut keys = std::collections::BTreeSet::new();
-    for inv in &invoices {
-        *per_contract
-            .entry(inv.draft.contract_id.clone())
-            .or_insert(0) += 1;
-        assert!(
-            keys.insert(inv.draft.step_key.clone()),
-            "billed twice: {}",
-            inv.draft.step_key
-        );
-    }
-    for id in &ids {
-        assert_eq!(per_contract.get(id), Some(&4), "{id}");
-    }
-    let mut numbers: Vec<&str> = invoices.iter().map(|i| i.number.as_str()).collect();
-    numbers.sort();
-    let want: Vec<String> = (1..=total).map(|k| format!("2024-{k:06}")).collect();
-    assert_eq!(numbers, want);
+    // A signup and three renewals (Feb 1, Mar 1, Apr 1) per contract, numbers 1..=4n.
+    assert_eq!(crash::verify(&path, &tenant.id, n, 4), 4 * n);
     remove_db(&path);
 }
 
