@@ -871,6 +871,102 @@ page_doc!(
     " Invoices in all."
 );
 
+page_doc!(
+    /// The documented shape of a page of contracts (Wingback's paging).
+    ContractPageDoc,
+    ContractPage,
+    ContractView<'static>,
+    " The contracts of this page, each as `GET /v1/c/contract/{id}` serves it.",
+    " Contracts in all."
+);
+
+/// The answer to activating a pending contract.
+#[derive(utoipa::ToSchema)]
+#[schema(as = Activated)]
+#[allow(dead_code)]
+pub struct ActivatedDoc {
+    /// The contract, now active.
+    contract: ContractView<'static>,
+    /// The invoices its activation issued.
+    invoices: Vec<InvoiceDoc>,
+}
+
+/// The answer to a cancellation.
+#[derive(utoipa::ToSchema)]
+#[schema(as = Canceled)]
+#[allow(dead_code)]
+pub struct CanceledDoc {
+    /// The contract: canceled now, or with its cancellation scheduled.
+    contract: ContractView<'static>,
+    /// The invoice the cancellation issued now (credit for unused time, usage), if any.
+    invoice: Option<InvoiceDoc>,
+}
+
+/// One event of a contract's history, as webhooks also deliver it.
+#[derive(utoipa::ToSchema)]
+#[schema(as = Event)]
+#[allow(dead_code)]
+pub struct EventDoc {
+    /// `Evt_<uuid>`.
+    id: String,
+    /// Event type (`v1.contract.signature.completed`, `v1.invoice.created`, ...).
+    kind: String,
+    /// The contract concerned.
+    contract_id: Option<String>,
+    /// When it happened (tenant time).
+    #[schema(format = DateTime)]
+    at: String,
+    /// Who: `api`, `bill_run` or `test_clock`.
+    actor: String,
+    /// The request id, when made through the API.
+    request_id: Option<String>,
+    /// Details, by event type.
+    #[schema(value_type = Object)]
+    data: Value,
+}
+
+/// A contract's history.
+#[derive(utoipa::ToSchema)]
+#[schema(as = ContractHistory)]
+#[allow(dead_code)]
+pub struct HistoryDoc {
+    /// Every configuration with its span, oldest first.
+    phases: Vec<PhaseView<'static>>,
+    /// Its events, oldest first.
+    events: Vec<EventDoc>,
+}
+
+/// A test-mode tenant's clock.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = TestClock)]
+pub struct ClockView {
+    /// The tenant's current instant.
+    #[schema(value_type = String, format = DateTime)]
+    pub now: Timestamp,
+}
+
+/// The answer to advancing the test clock.
+#[derive(utoipa::ToSchema)]
+#[schema(as = ClockAdvanced)]
+#[allow(dead_code)]
+pub struct AdvancedDoc {
+    /// The tenant's instant after advancing.
+    #[schema(format = DateTime)]
+    now: String,
+    /// The invoices the billing steps on the way issued, in time order.
+    invoices: Vec<InvoiceDoc>,
+}
+
+/// A tenant's billing settings and catalog, as `GET /v1/c/catalog` serves them.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = CatalogAnswer)]
+pub struct CatalogView<'a> {
+    /// Time zone, proration, rounding, alignment and default tax rate.
+    pub settings: &'a Settings,
+    /// Features, plans with their pricings, and discounts.
+    pub catalog: &'a Catalog,
+}
+
 /// An invoice on the wire.
 pub fn invoice_json(i: &Invoice) -> Value {
     serde_json::to_value(i).unwrap_or(Value::Null)

@@ -264,7 +264,7 @@ pub struct ContractListQuery {
 }
 
 /// `GET /v1/c/contract`: contracts, paged.
-#[utoipa::path(get, path = "/contract", tag = "contract", params(ContractListQuery),  responses((status = 200, description = "A page of contracts", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
+#[utoipa::path(get, path = "/contract", tag = "contract", params(ContractListQuery),  responses((status = 200, description = "A page of contracts", body = ContractPageDoc), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn list_contracts(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -479,7 +479,7 @@ pub struct EstimateView<'a> {
 }
 
 /// `POST /v1/c/contract/{id}/activate`: starts a pending contract now.
-#[utoipa::path(post, path = "/contract/{id}/activate", tag = "contract", params(("id" = String, Path, description = "Id (or slug)")),  responses((status = 200, description = "The activated contract and its invoices", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
+#[utoipa::path(post, path = "/contract/{id}/activate", tag = "contract", params(("id" = String, Path, description = "Id (or slug)")),  responses((status = 200, description = "The activated contract and its invoices", body = ActivatedDoc), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn activate_contract(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -500,7 +500,7 @@ pub async fn activate_contract(
 }
 
 /// `POST /v1/c/contract/{id}/cancel`: now, at period end, or at a date.
-#[utoipa::path(post, path = "/contract/{id}/cancel", tag = "contract", params(("id" = String, Path, description = "Id (or slug)")), request_body = CancelBody, responses((status = 200, description = "The contract and its cancellation invoice", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
+#[utoipa::path(post, path = "/contract/{id}/cancel", tag = "contract", params(("id" = String, Path, description = "Id (or slug)")), request_body = CancelBody, responses((status = 200, description = "The contract and its cancellation invoice", body = CanceledDoc), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn cancel_contract(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -541,7 +541,7 @@ pub async fn cancel_contract(
 }
 
 /// `GET /v1/c/contract/{id}/history`: phases and events.
-#[utoipa::path(get, path = "/contract/{id}/history", tag = "contract", params(("id" = String, Path, description = "Id (or slug)")),  responses((status = 200, description = "Phases and events", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
+#[utoipa::path(get, path = "/contract/{id}/history", tag = "contract", params(("id" = String, Path, description = "Id (or slug)")),  responses((status = 200, description = "Phases and events", body = HistoryDoc), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn contract_history(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -561,13 +561,13 @@ pub async fn contract_history(
         .await
         .map_err(tally_app::AppError::from)?;
     Ok(ok(json!({
-        "phases": contract_json(&c.contract, &catalog)["phases"].clone(),
+        "phases": ContractView::new(&c.contract, &catalog).phases,
         "events": events,
     })))
 }
 
 /// `GET /v1/c/contract/{id}/scheduled_changes`.
-#[utoipa::path(get, path = "/contract/{id}/scheduled_changes", tag = "contract", params(("id" = String, Path, description = "Id (or slug)")),  responses((status = 200, description = "Scheduled changes in the order they apply", body = Vec<Object>), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
+#[utoipa::path(get, path = "/contract/{id}/scheduled_changes", tag = "contract", params(("id" = String, Path, description = "Id (or slug)")),  responses((status = 200, description = "Scheduled changes in the order they apply", body = Vec<ScheduledView>), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn scheduled_changes(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -584,7 +584,7 @@ pub async fn scheduled_changes(
 }
 
 /// `GET /v1/c/contract/{id}/scheduled_changes/{change_id}`.
-#[utoipa::path(get, path = "/contract/{id}/scheduled_changes/{change_id}", tag = "contract", params(("id" = String, Path, description = "Id (or slug)"), ("change_id" = String, Path, description = "Scheduled change id")),  responses((status = 200, description = "One scheduled change", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
+#[utoipa::path(get, path = "/contract/{id}/scheduled_changes/{change_id}", tag = "contract", params(("id" = String, Path, description = "Id (or slug)"), ("change_id" = String, Path, description = "Scheduled change id")),  responses((status = 200, description = "One scheduled change", body = ScheduledView), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn scheduled_change(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -601,7 +601,7 @@ pub async fn scheduled_change(
 }
 
 /// `POST /v1/c/contract/{id}/scheduled_changes/{change_id}/cancel`.
-#[utoipa::path(post, path = "/contract/{id}/scheduled_changes/{change_id}/cancel", tag = "contract", params(("id" = String, Path, description = "Id (or slug)"), ("change_id" = String, Path, description = "Scheduled change id")),  responses((status = 200, description = "The scheduled changes left", body = Vec<Object>), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
+#[utoipa::path(post, path = "/contract/{id}/scheduled_changes/{change_id}/cancel", tag = "contract", params(("id" = String, Path, description = "Id (or slug)"), ("change_id" = String, Path, description = "Scheduled change id")),  responses((status = 200, description = "The scheduled changes left", body = Vec<ScheduledView>), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn cancel_scheduled(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -966,7 +966,7 @@ pub async fn report_payment(
 }
 
 /// `GET /v1/c/catalog`: the tenant's catalog and settings.
-#[utoipa::path(get, path = "/catalog", tag = "catalog",   responses((status = 200, description = "Settings and catalog", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
+#[utoipa::path(get, path = "/catalog", tag = "catalog",   responses((status = 200, description = "Settings and catalog", body = CatalogView), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn get_catalog(State(s): State<AppState>, Auth(t): Auth) -> ApiResult {
     let catalog = s
         .tally
@@ -974,12 +974,16 @@ pub async fn get_catalog(State(s): State<AppState>, Auth(t): Auth) -> ApiResult 
         .catalog(&t.id)
         .await
         .map_err(tally_app::AppError::from)?;
-    Ok(ok(json!({ "settings": t.settings, "catalog": &*catalog })))
+    Ok(Json(CatalogView {
+        settings: &t.settings,
+        catalog: &catalog,
+    })
+    .into_response())
 }
 
 /// `POST /v1/c/catalog`: applies a catalog file (the schema of `tally catalog apply`), as JSON,
 /// or as YAML with a `yaml` content type.
-#[utoipa::path(post, path = "/catalog", tag = "catalog",  request_body(content = Object, description = "A catalog file (JSON, or YAML with a yaml content type)"), responses((status = 200, description = "Settings and catalog after applying", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
+#[utoipa::path(post, path = "/catalog", tag = "catalog",  request_body(content = Object, description = "A catalog file (JSON, or YAML with a yaml content type)"), responses((status = 200, description = "Settings and catalog after applying", body = CatalogView), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn apply_catalog(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -1011,13 +1015,15 @@ pub async fn apply_catalog(
         ApiError::unprocessable("invalid_catalog", param, e.message.clone())
     })?;
     let (tenant, catalog) = s.tally.apply_catalog(&t, &file).await?;
-    Ok(ok(
-        json!({ "settings": tenant.settings, "catalog": catalog }),
-    ))
+    Ok(Json(CatalogView {
+        settings: &tenant.settings,
+        catalog: &catalog,
+    })
+    .into_response())
 }
 
 /// `GET /v1/c/test_clock`.
-#[utoipa::path(get, path = "/test_clock", tag = "test_clock",   responses((status = 200, description = "The test clock", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
+#[utoipa::path(get, path = "/test_clock", tag = "test_clock",   responses((status = 200, description = "The test clock", body = ClockView), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn get_clock(State(s): State<AppState>, Auth(t): Auth) -> ApiResult {
     if !t.test_mode {
         return Err(ApiError::unprocessable(
@@ -1026,11 +1032,14 @@ pub async fn get_clock(State(s): State<AppState>, Auth(t): Auth) -> ApiResult {
             "only test-mode keys have a test clock",
         ));
     }
-    Ok(ok(json!({ "now": s.tally.now(&t) })))
+    Ok(Json(ClockView {
+        now: s.tally.now(&t),
+    })
+    .into_response())
 }
 
 /// `POST /v1/c/test_clock/advance`: moves the clock, running every due billing step in order.
-#[utoipa::path(post, path = "/test_clock/advance", tag = "test_clock",  request_body = AdvanceBody, responses((status = 200, description = "The clock and the invoices issued", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
+#[utoipa::path(post, path = "/test_clock/advance", tag = "test_clock",  request_body = AdvanceBody, responses((status = 200, description = "The clock and the invoices issued", body = AdvancedDoc), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by the rules", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn advance_clock(
     State(s): State<AppState>,
     Auth(t): Auth,

@@ -16,6 +16,7 @@ use crate::error::CoreError;
 use crate::money::Exact;
 
 /// How often a contract is billed (seed 000's `Cycle` enum).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Cycle {
@@ -136,6 +137,7 @@ impl FromStr for Cycle {
 }
 
 /// How proration counts time.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Granularity {
@@ -147,6 +149,7 @@ pub enum Granularity {
 }
 
 /// Where the periods of a new contract are anchored.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Alignment {

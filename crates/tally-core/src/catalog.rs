@@ -12,6 +12,7 @@ use crate::error::CoreError;
 use crate::money::{Currency, Exact};
 
 /// How a feature is charged.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FeatureKind {
@@ -24,6 +25,7 @@ pub enum FeatureKind {
 }
 
 /// A billable capability of a product (`seats`, `api_calls`, `sso`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Feature {
     /// `Feat_<uuid>`.
@@ -37,6 +39,7 @@ pub struct Feature {
 }
 
 /// When a recurring charge is billed.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Timing {
@@ -48,6 +51,7 @@ pub enum Timing {
 }
 
 /// How tiers price a quantity.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TierMode {
@@ -59,23 +63,28 @@ pub enum TierMode {
 }
 
 /// The end of a tier: a unit count (`{"Concrete": "10"}`) or `"Infinity"` (seed 000's `TierValue`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TierEnd {
     /// The last unit of the tier, inclusive.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     Concrete(Decimal),
     /// The tier has no upper end.
     Infinity,
 }
 
 /// A pricing tier: units `tier_start..=tier_end` at `amount` per unit.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tier {
     /// First unit of the tier (the first tier starts at 0 or 1).
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub tier_start: Decimal,
     /// Last unit of the tier, or `Infinity`.
     pub tier_end: TierEnd,
     /// Price per unit in this tier.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub amount: Decimal,
 }
 
@@ -199,14 +208,17 @@ pub fn validate_tiers(tiers: &[Tier], param: &str) -> Result<(), CoreError> {
 }
 
 /// The price of one feature in one (currency, cycle) of a pricing.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FeaturePrice {
     /// Price per unit (per purchased unit and period, or per unit used).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub price: Option<Decimal>,
     /// Fixed amount per period while the feature is present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub flat_fee: Option<Decimal>,
     /// Tiers replacing `price`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -223,6 +235,7 @@ pub struct FeaturePrice {
 }
 
 /// The prices of a plan in one currency and cycle.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PriceSet {
     /// Currency.
@@ -234,6 +247,7 @@ pub struct PriceSet {
 }
 
 /// A published version of a plan's prices.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pricing {
     /// `Pric_<uuid>`.
@@ -241,6 +255,7 @@ pub struct Pricing {
     /// Slug, unique within the tenant.
     pub slug: String,
     /// From when signups and `new_plan` changes pick it.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub published_at: Timestamp,
     /// One entry per (currency, cycle) the plan is sold in.
     pub prices: Vec<PriceSet>,
@@ -256,6 +271,7 @@ impl Pricing {
 }
 
 /// A plan: a named bundle of features with versioned pricings.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
     /// `Plan_<uuid>`.
@@ -293,14 +309,17 @@ impl Plan {
 }
 
 /// What a discount takes off.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DiscountValue {
     /// A percentage (0 < p <= 100) of recurring charges.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     PercentOff(Decimal),
     /// A fixed amount per period off the in-advance recurring charges, in one currency.
     AmountOff {
         /// The amount.
+        #[cfg_attr(feature = "openapi", schema(value_type = String))]
         amount: Decimal,
         /// Its currency.
         currency: Currency,
@@ -308,6 +327,7 @@ pub enum DiscountValue {
 }
 
 /// How long a discount lasts, counted in billing periods from the one it starts in.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DiscountDuration {
@@ -320,6 +340,7 @@ pub enum DiscountDuration {
 }
 
 /// A discount, attachable to contracts by id, slug or coupon code.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Discount {
     /// `Disc_<uuid>`.
@@ -370,6 +391,7 @@ impl Discount {
 }
 
 /// A tenant's catalog: everything contracts are priced from.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Catalog {
     /// Features.

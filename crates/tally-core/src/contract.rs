@@ -18,6 +18,7 @@ use crate::money::{Currency, Rounding};
 use crate::usage::UsageRecord;
 
 /// A tenant's billing settings.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -35,6 +36,7 @@ pub struct Settings {
     pub billing_alignment: Alignment,
     /// Default tax rate in percent, for customers without one.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub tax_rate: Decimal,
 }
 

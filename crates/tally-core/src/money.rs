@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::CoreError;
 
 /// A currency Tally bills in: lowercase ISO 4217 code on the wire.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Currency {
@@ -80,6 +81,7 @@ impl FromStr for Currency {
 }
 
 /// How a line's exact amount is rounded to the currency's minor unit.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Rounding {
