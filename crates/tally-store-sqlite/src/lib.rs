@@ -1376,34 +1376,49 @@ impl Store for SqliteStore {
         f: &InvoiceFilter,
         page: &Page,
     ) -> StoreResult<(Vec<Invoice>, u64)> {
-        let cond = "tenant_id = ?1 AND (?2 IS NULL OR customer_id = ?2) AND (?3 IS NULL OR contract_id = ?3)
-                    AND (?4 IS NULL OR issued_at >= ?4) AND (?5 IS NULL OR issued_at < ?5)";
+        // Only the filters given are written into the query, and a customer's or contract's
+        // invoices are read through `invoices_contract` (named, since without statistics SQLite
+        // would rather walk the tenant's `seq` order and filter): a customer's through its
+        // contracts, as an invoice's customer is its contract's.
         let after = f.date_after.map(micros);
         let before = f.date_before.map(micros);
+        let by_contract = f.customer_id.is_some() || f.contract_id.is_some();
+        let mut from = String::from(if by_contract {
+            "invoices INDEXED BY invoices_contract WHERE tenant_id = ?"
+        } else {
+            "invoices WHERE tenant_id = ?"
+        });
+        let mut values: Vec<&dyn ToSql> = vec![&tenant];
+        if let Some(customer) = &f.customer_id {
+            from.push_str(
+                " AND contract_id IN (SELECT id FROM contracts WHERE tenant_id = ? AND customer_id = ?)",
+            );
+            values.extend([&tenant as &dyn ToSql, customer]);
+        }
+        if let Some(contract) = &f.contract_id {
+            from.push_str(" AND contract_id = ?");
+            values.push(contract);
+        }
+        if let Some(after) = &after {
+            from.push_str(" AND issued_at >= ?");
+            values.push(after);
+        }
+        if let Some(before) = &before {
+            from.push_str(" AND issued_at < ?");
+            values.push(before);
+        }
+        let (take, skip) = (limit(page.limit), limit(page.offset));
         let (total, rows) = self.read(|c| {
-            let total = count(
-                c,
-                &format!("SELECT COUNT(*) FROM invoices WHERE {cond}"),
-                &[&tenant, &f.customer_id, &f.contract_id, &after, &before],
-            )?;
+            let total = count(c, &format!("SELECT COUNT(*) FROM {from}"), &values)?;
             let mut st = c
                 .prepare_cached(&format!(
-                    "SELECT id, number, status, body FROM invoices WHERE {cond} ORDER BY seq LIMIT ?6 OFFSET ?7"
+                    "SELECT id, number, status, body FROM {from} ORDER BY seq LIMIT ? OFFSET ?"
                 ))
                 .map_err(be)?;
+            let mut all = values.clone();
+            all.extend([&take as &dyn ToSql, &skip]);
             let rows: Vec<(String, String, String, String)> = st
-                .query_map(
-                    params![
-                        tenant,
-                        f.customer_id,
-                        f.contract_id,
-                        after,
-                        before,
-                        limit(page.limit),
-                        limit(page.offset)
-                    ],
-                    read_invoice,
-                )
+                .query_map(all.as_slice(), read_invoice)
                 .map_err(be)?
                 .collect::<rusqlite::Result<_>>()
                 .map_err(be)?;
