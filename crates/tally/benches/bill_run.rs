@@ -30,14 +30,6 @@ use tally_app::Tally;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-struct Fixed(Timestamp);
-
-impl tally_app::Clock for Fixed {
-    fn now(&self) -> Timestamp {
-        self.0
-    }
-}
-
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -244,7 +236,7 @@ async fn baseline(n: usize, dir: &std::path::Path) -> (f64, u64) {
 /// contract was renewed once and that a second run writes nothing. Returns seconds and invoices.
 async fn bill_run(n: usize, dir: &std::path::Path) -> (f64, usize) {
     let url = format!("sqlite://{}/bill.db", dir.display());
-    let clock = Arc::new(Fixed("2024-01-15T00:00:00Z".parse().unwrap()));
+    let clock = Arc::new(sqlite::Fixed("2024-01-15T00:00:00Z".parse().unwrap()));
     let tally = Tally {
         store: tally::open(&url).await.unwrap(),
         clock: clock.clone(),

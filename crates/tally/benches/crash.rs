@@ -17,16 +17,7 @@ mod sqlite;
 use std::sync::Arc;
 use std::time::Instant;
 
-use jiff::Timestamp;
 use tally_app::Tally;
-
-struct Fixed(Timestamp);
-
-impl tally_app::Clock for Fixed {
-    fn now(&self) -> Timestamp {
-        self.0
-    }
-}
 
 fn main() {
     let mut args = std::env::args()
@@ -45,7 +36,7 @@ fn main() {
     let tenant = rt.block_on(async {
         let tally = Tally {
             store: tally::open(&url).await.unwrap(),
-            clock: Arc::new(Fixed("2024-01-15T00:00:00Z".parse().unwrap())),
+            clock: Arc::new(sqlite::Fixed("2024-01-15T00:00:00Z".parse().unwrap())),
         };
         sqlite::seed(&tally, &url, n as usize).await
     });

@@ -8,6 +8,15 @@ use tally_core::prelude::*;
 
 use crate::common::{ROWS, USED_AT, sign_up, tenant_with_customers};
 
+/// A clock that stays at one instant: the bill run's time is passed in.
+pub struct Fixed(pub jiff::Timestamp);
+
+impl tally_app::Clock for Fixed {
+    fn now(&self) -> jiff::Timestamp {
+        self.0
+    }
+}
+
 /// A tenant with `n` contracts signed up on Jan 1 and due on Feb 1, with usage on every tenth,
 /// written with multi-row inserts straight into the store's tables at `url` as signup would have
 /// left them (no signup invoices). Returns the tenant.
