@@ -345,11 +345,11 @@ impl Store for MemoryStore {
     async fn commit_batch(
         &self,
         tenant: &str,
-        commits: Vec<Commit>,
+        commits: Vec<Encoded>,
     ) -> StoreResult<Vec<StoreResult<Committed>>> {
         let mut out = Vec::with_capacity(commits.len());
         for c in commits {
-            match self.commit(tenant, c).await {
+            match self.commit(tenant, c.commit).await {
                 Err(StoreError::Conflict) => out.push(Err(StoreError::Conflict)),
                 Err(e) => return Err(e),
                 Ok(d) => out.push(Ok(d)),

@@ -1018,12 +1018,13 @@ impl Tally {
                 .any(|i| !i.credit_applied.is_zero() || !i.credit_added.is_zero());
             let (invoices, events) = step_records(&out, &actor);
             committed_ids.push(c.id.clone());
-            commits.push(Commit {
+            // Serialized here, while the previous batch is written, rather than in its turn.
+            commits.push(Encoded::new(Commit {
                 contract: Some((out.contract, stored.version)),
                 invoices,
                 events,
                 ..Default::default()
-            });
+            })?);
         }
         let moved = customers
             .into_iter()
@@ -1078,8 +1079,8 @@ impl Tally {
 
 /// A bill-run batch read and computed, not yet written.
 struct Prepared {
-    /// One commit per contract billed in the batch.
-    commits: Vec<Commit>,
+    /// One commit per contract billed in the batch, its bodies serialized.
+    commits: Vec<Encoded>,
     /// The contract of each commit.
     committed_ids: Vec<String>,
     /// Contracts to bill one by one once the batch is written.

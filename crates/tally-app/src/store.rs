@@ -150,6 +150,50 @@ pub struct Commit {
     pub usage: Vec<UsageRecord>,
 }
 
+/// A commit's JSON bodies (the contract, its invoice drafts, its events), serialized ahead of
+/// the write: no lock is held while they are made, and the bill run makes a batch's while the
+/// previous batch is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bodies {
+    /// The contract's body, if the commit writes one.
+    pub contract: Option<String>,
+    /// One per invoice draft, in order.
+    pub invoices: Vec<String>,
+    /// One per event, in order.
+    pub events: Vec<String>,
+}
+
+impl Bodies {
+    /// Serializes a commit's bodies.
+    pub fn of(c: &Commit) -> StoreResult<Bodies> {
+        fn json<T: Serialize>(v: &T) -> StoreResult<String> {
+            serde_json::to_string(v).map_err(|e| StoreError::Backend(e.to_string()))
+        }
+        Ok(Bodies {
+            contract: c.contract.as_ref().map(|(c, _)| json(c)).transpose()?,
+            invoices: c.invoices.iter().map(json).collect::<StoreResult<_>>()?,
+            events: c.events.iter().map(json).collect::<StoreResult<_>>()?,
+        })
+    }
+}
+
+/// A commit with its bodies serialized, as [`Store::commit_batch`] takes it.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    /// What to write.
+    pub commit: Commit,
+    /// Its bodies, [`Bodies::of`] the commit.
+    pub bodies: Bodies,
+}
+
+impl Encoded {
+    /// Serializes a commit's bodies and keeps them with it.
+    pub fn new(commit: Commit) -> StoreResult<Encoded> {
+        let bodies = Bodies::of(&commit)?;
+        Ok(Encoded { commit, bodies })
+    }
+}
+
 /// Where a dialect's order is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -372,11 +416,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Writes several commits in one transaction (the bill run's batches). Each is all or
     /// nothing: one that lost its race comes back as [`StoreError::Conflict`] having written
-    /// nothing, and the others are written. Only for contracts that already exist.
+    /// nothing, and the others are written. Only for contracts that already exist. The bodies
+    /// come serialized ([`Encoded`]), so a batch's are made while the previous one is written.
     async fn commit_batch(
         &self,
         tenant: &str,
-        commits: Vec<Commit>,
+        commits: Vec<Encoded>,
     ) -> StoreResult<Vec<StoreResult<Committed>>>;
 
     /// Several contracts by id, in no particular order (unknown ids are left out).

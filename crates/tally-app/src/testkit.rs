@@ -18,6 +18,14 @@ fn ts(s: &str) -> Timestamp {
     s.parse().unwrap()
 }
 
+/// Commits with their bodies, as a bill-run batch hands them over.
+fn encoded(commits: Vec<Commit>) -> Vec<Encoded> {
+    commits
+        .into_iter()
+        .map(|c| Encoded::new(c).unwrap())
+        .collect()
+}
+
 async fn tenant(store: &dyn Store) -> Tenant {
     let t = Tenant {
         id: new_id("Ten"),
@@ -450,7 +458,10 @@ async fn batches_write_together_and_tell_conflicts_apart(store: &dyn Store) {
         }
     };
     let batch: Vec<Commit> = vec![renewal(&contracts[0], 0), renewal(&contracts[1], 250)];
-    let done = store.commit_batch(&t.id, batch.clone()).await.unwrap();
+    let done = store
+        .commit_batch(&t.id, encoded(batch.clone()))
+        .await
+        .unwrap();
     let numbers: Vec<String> = done
         .iter()
         .map(|r| r.as_ref().unwrap().invoices[0].number.clone())
@@ -497,14 +508,17 @@ async fn batches_write_together_and_tell_conflicts_apart(store: &dyn Store) {
             c
         })
         .collect();
-    let done = store.commit_batch(&t.id, again).await.unwrap();
+    let done = store.commit_batch(&t.id, encoded(again)).await.unwrap();
     assert!(done.iter().all(|r| r.as_ref().unwrap().invoices.is_empty()));
     // One stale version in a batch: that commit is a conflict and writes nothing; the other
     // lands and takes the next number, 6.
     let stale = renewal(&contracts[0], 0);
     let mut fresh = renewal(&contracts[2], 0);
     fresh.invoices[0].step_key = format!("{}:renewal:2", contracts[2].id);
-    let done = store.commit_batch(&t.id, vec![stale, fresh]).await.unwrap();
+    let done = store
+        .commit_batch(&t.id, encoded(vec![stale, fresh]))
+        .await
+        .unwrap();
     assert!(
         matches!(done[0], Err(StoreError::Conflict)),
         "{:?}",
@@ -689,7 +703,7 @@ async fn webhooks_get_deliveries_with_their_events(store: &dyn Store) {
         events: vec![event(&next, "v1.contract.renewed")],
         ..Default::default()
     }];
-    store.commit_batch(&t.id, batch).await.unwrap();
+    store.commit_batch(&t.id, encoded(batch)).await.unwrap();
     assert_eq!(store.deliveries(&t.id, &all.id, &page).await.unwrap().1, 3);
     assert_eq!(
         store

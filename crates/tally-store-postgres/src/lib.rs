@@ -336,8 +336,9 @@ const ROWS_PER_STATEMENT: usize = 200;
 async fn write_batch(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     tenant: &str,
-    commits: &[Commit],
+    batch: &[Encoded],
 ) -> StoreResult<Option<Vec<Committed>>> {
+    let commits: Vec<&Commit> = batch.iter().map(|e| &e.commit).collect();
     if commits.iter().any(|c| {
         c.order.is_some() || !c.usage.is_empty() || c.contract.as_ref().is_none_or(|(_, v)| *v == 0)
     }) {
@@ -345,19 +346,13 @@ async fn write_batch(
     }
     // Contracts first, each guarded by its version: this takes the write lock.
     let mut updated = 0;
-    for chunk in commits.chunks(ROWS_PER_STATEMENT) {
+    for chunk in batch.chunks(ROWS_PER_STATEMENT) {
         let mut rows = Vec::with_capacity(chunk.len());
-        for commit in chunk {
-            if let Some((c, expected)) = &commit.contract {
+        for Encoded { commit, bodies } in chunk {
+            if let (Some((c, expected)), Some(body)) = (&commit.contract, &bodies.contract) {
                 let status = serde_json::to_value(c.status).map_err(be)?;
                 let status = status.as_str().unwrap_or("active").to_string();
-                rows.push((
-                    &c.id,
-                    status,
-                    next_due(c).map(micros),
-                    to_json(c)?,
-                    *expected,
-                ));
+                rows.push((&c.id, status, next_due(c).map(micros), body, *expected));
             }
         }
         let mut q = sqlx::QueryBuilder::new("WITH v (id, status, due, body, expected) AS (");
@@ -420,13 +415,13 @@ async fn write_batch(
         seq = last - fresh;
     }
     let mut out = Vec::with_capacity(commits.len());
-    let mut invoices: Vec<(i64, Invoice, String)> = Vec::new();
-    for commit in commits {
+    let mut invoices: Vec<(i64, Invoice, &String)> = Vec::new();
+    for Encoded { commit, bodies } in batch {
         let mut done = Committed {
             invoices: Vec::new(),
             version: commit.contract.as_ref().map_or(0, |(_, v)| v + 1),
         };
-        for draft in &commit.invoices {
+        for (draft, body) in commit.invoices.iter().zip(&bodies.invoices) {
             if issued_keys.contains(&draft.step_key) {
                 continue;
             }
@@ -437,7 +432,7 @@ async fn write_batch(
                 status: InvoiceStatus::Open,
                 draft: draft.clone(),
             };
-            invoices.push((seq, inv.clone(), to_json(draft)?));
+            invoices.push((seq, inv.clone(), body));
             done.invoices.push(inv);
         }
         out.push(done);
@@ -465,10 +460,8 @@ async fn write_batch(
         add_balance(tx, tenant, &inv.draft).await?;
     }
     let events: Vec<&Event> = commits.iter().flat_map(|c| &c.events).collect();
-    let mut rows = Vec::with_capacity(events.len());
-    for e in &events {
-        rows.push((*e, to_json(*e)?));
-    }
+    let texts = batch.iter().flat_map(|e| &e.bodies.events);
+    let rows: Vec<(&Event, &String)> = events.iter().copied().zip(texts).collect();
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let mut q =
             sqlx::QueryBuilder::new("INSERT INTO events (tenant_id, id, contract_id, body) ");
@@ -920,7 +913,7 @@ impl Store for PgStore {
     async fn commit_batch(
         &self,
         tenant: &str,
-        commits: Vec<Commit>,
+        commits: Vec<Encoded>,
     ) -> StoreResult<Vec<StoreResult<Committed>>> {
         let mut tx = self.pool.begin().await.map_err(be)?;
         if let Some(done) = write_batch(&mut tx, tenant, &commits).await? {
@@ -930,7 +923,7 @@ impl Store for PgStore {
         tx.rollback().await.map_err(be)?;
         let mut tx = self.pool.begin().await.map_err(be)?;
         let mut out = Vec::with_capacity(commits.len());
-        for commit in commits {
+        for Encoded { commit, .. } in commits {
             match write_commit(&mut tx, tenant, commit).await {
                 Err(StoreError::Conflict) => out.push(Err(StoreError::Conflict)),
                 Err(e) => return Err(e),

@@ -245,6 +245,27 @@ impl SqliteStore {
         })
         .await
     }
+
+    /// Runs `f` as [`SqliteStore::write`] does, but commits without waiting for the disk: for
+    /// bill-run claims, which are leases. The log is appended in order, so the next commit that
+    /// does wait (synchronous FULL) makes this one durable too; what a power loss could take is
+    /// a lease whose holder died with it.
+    async fn write_unsynced<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Transaction) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        self.with_writer(move |c| {
+            c.pragma_update(None, "synchronous", "NORMAL").map_err(be)?;
+            let out = immediate(c).and_then(|tx| {
+                let out = f(&tx)?;
+                tx.commit().map_err(be)?;
+                Ok(out)
+            });
+            c.pragma_update(None, "synchronous", "FULL").map_err(be)?;
+            out
+        })
+        .await
+    }
 }
 
 fn read_invoice(r: &Row) -> rusqlite::Result<(String, String, String, String)> {
@@ -332,24 +353,6 @@ fn upsert_order(c: &Connection, tenant: &str, o: &Order) -> StoreResult<bool> {
 fn status_of(c: &Contract) -> StoreResult<String> {
     let status = serde_json::to_value(c.status).map_err(be)?;
     Ok(status.as_str().unwrap_or("active").to_string())
-}
-
-/// A commit's JSON bodies, serialized before the write lock is taken so that the lock is held
-/// only for the statements.
-struct Bodies {
-    contract: Option<String>,
-    invoices: Vec<String>,
-    events: Vec<String>,
-}
-
-impl Bodies {
-    fn of(c: &Commit) -> StoreResult<Bodies> {
-        Ok(Bodies {
-            contract: c.contract.as_ref().map(|(c, _)| to_json(c)).transpose()?,
-            invoices: c.invoices.iter().map(to_json).collect::<StoreResult<_>>()?,
-            events: c.events.iter().map(to_json).collect::<StoreResult<_>>()?,
-        })
-    }
 }
 
 /// Writes one commit inside an open transaction: the contract's version check first (a lost race
@@ -1203,7 +1206,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<String>> {
         let tenant = tenant.to_string();
         let mut rows: Vec<(String, i64)> = self
-            .write(move |tx| {
+            .write_unsynced(move |tx| {
                 // SQLite has one writer at a time: the INSERT ... SELECT ... RETURNING is the
                 // claim, written to the narrow claims table (an expired claim is taken over in
                 // place).
@@ -1250,14 +1253,11 @@ impl Store for SqliteStore {
     async fn commit_batch(
         &self,
         tenant: &str,
-        commits: Vec<Commit>,
+        commits: Vec<Encoded>,
     ) -> StoreResult<Vec<StoreResult<Committed>>> {
         let tenant = tenant.to_string();
-        // Serialized before the write lock is taken, as for single commits.
-        let bodies = commits
-            .iter()
-            .map(Bodies::of)
-            .collect::<StoreResult<Vec<_>>>()?;
+        let (commits, bodies): (Vec<Commit>, Vec<Bodies>) =
+            commits.into_iter().map(|e| (e.commit, e.bodies)).unzip();
         self.with_writer(move |c| {
             let tx = immediate(c)?;
             if let Some(done) = write_batch(&tx, &tenant, &commits, &bodies)? {
