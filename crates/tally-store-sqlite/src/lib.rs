@@ -1761,4 +1761,38 @@ mod tests {
             .unwrap();
         tally_app::testkit::run_all(std::sync::Arc::new(store)).await;
     }
+
+    /// The writer's `synchronous` level (0 off, 1 normal, 2 full).
+    fn synchronous(store: &super::SqliteStore) -> i64 {
+        let c = store.writer.lock().unwrap();
+        c.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn only_claims_commit_without_waiting_for_the_disk() {
+        use tally_app::store::Store;
+        let path =
+            std::env::temp_dir().join(format!("tally-sync-{}.db", tally_app::ids::new_id("t")));
+        let store = super::SqliteStore::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        assert_eq!(synchronous(&store), 2, "every commit waits for the disk");
+        let t = jiff::Timestamp::UNIX_EPOCH;
+        // A claim that finds nothing and one on an unknown tenant alike leave the writer as it
+        // was: the next write (an invoice, a renewal) waits for the disk again.
+        store.claim_due("Ten_none", t, 10, t, t).await.unwrap();
+        assert_eq!(synchronous(&store), 2);
+        // A claim whose transaction fails does too.
+        store
+            .writer
+            .lock()
+            .unwrap()
+            .execute_batch("DROP TABLE claims")
+            .unwrap();
+        assert!(store.claim_due("Ten_none", t, 10, t, t).await.is_err());
+        assert_eq!(synchronous(&store), 2);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
 }
