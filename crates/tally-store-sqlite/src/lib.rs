@@ -112,6 +112,10 @@ fn configure(c: &Connection) -> rusqlite::Result<()> {
     c.pragma_update(None, "synchronous", "FULL")?;
     c.pragma_update(None, "foreign_keys", "ON")?;
     c.pragma_update(None, "cache_size", -16384)?;
+    // The log is copied back into the database every 8,192 pages (32 MiB) instead of 1,000: a
+    // bill-run batch writes ~750, so the default copied and synced the database file after
+    // nearly every batch.
+    c.pragma_update(None, "wal_autocheckpoint", 8192)?;
     c.set_prepared_statement_cache_capacity(64);
     Ok(())
 }

@@ -234,6 +234,7 @@ async fn raw_transactions(dir: &Path, tasks: usize, secs: f64) -> f64 {
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
+        .pragma("wal_autocheckpoint", "8192")
         .busy_timeout(Duration::from_secs(10));
     let pool = SqlitePoolOptions::new()
         .max_connections(8)
