@@ -766,7 +766,7 @@ pub fn scheduled_json(s: &ScheduledChange) -> Value {
 }
 
 /// The documented shape of an invoice line (served from the core's `InvoiceLine`).
-#[derive(utoipa::ToSchema)]
+#[derive(serde::Serialize, utoipa::ToSchema)]
 #[schema(as = InvoiceLine)]
 #[allow(dead_code)]
 pub struct InvoiceLineDoc {
@@ -790,8 +790,9 @@ pub struct InvoiceLineDoc {
     period_end: String,
 }
 
-/// The documented shape of an invoice (served from the stored `Invoice`).
-#[derive(utoipa::ToSchema)]
+/// The documented shape of an invoice (served from the stored `Invoice`): its id, number and
+/// status, and the computed invoice's fields beside them.
+#[derive(serde::Serialize, utoipa::ToSchema)]
 #[schema(as = Invoice)]
 #[allow(dead_code)]
 pub struct InvoiceDoc {
@@ -801,6 +802,17 @@ pub struct InvoiceDoc {
     number: String,
     /// `open`, `paid` or `void`.
     status: String,
+    /// What was computed.
+    #[serde(flatten)]
+    draft: InvoiceDraftDoc,
+}
+
+/// The documented shape of an invoice as computed, before the store numbers it (served from
+/// the core's `InvoiceDraft`, which previews answer).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(as = InvoiceDraft)]
+#[allow(dead_code)]
+pub struct InvoiceDraftDoc {
     /// Contract billed.
     contract_id: String,
     /// Customer billed.

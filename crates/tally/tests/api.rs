@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 
 #[path = "api/billwerk.rs"]
 mod billwerk;
+#[path = "support/conform.rs"]
+mod conform;
 #[path = "support/crash.rs"]
 mod crash;
 #[path = "api/flexprice.rs"]
@@ -182,6 +184,8 @@ impl App {
         let v: Value = r.json().await.unwrap_or(Value::Null);
         if status >= 400 {
             assert_eq!(ct, "application/problem+json", "{path}: {v}");
+        } else {
+            conform::conforms("POST", path, status, &v);
         }
         (status, v)
     }
@@ -195,7 +199,11 @@ impl App {
             .await
             .unwrap();
         let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        let v = r.json().await.unwrap_or(Value::Null);
+        if status < 400 {
+            conform::conforms("GET", path, status, &v);
+        }
+        (status, v)
     }
 
     async fn delete(&self, key: &str, path: &str) -> u16 {

@@ -856,7 +856,7 @@ async fn create_inline_customer(
 }
 
 /// `POST /billwerk/api/v1/Orders`: prices an order and keeps it open until `commit`.
-#[utoipa::path(post, path = "/Orders", tag = "billwerk", request_body = OrderBody, responses((status = 200, description = "The priced order (Status InProgress)", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Unknown contract, customer, plan variant or component", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
+#[utoipa::path(post, path = "/Orders", tag = "billwerk", request_body = OrderBody, responses((status = 200, description = "The priced order (Status InProgress)", body = OrderDoc), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Unknown contract, customer, plan variant or component", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn create_order(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -897,7 +897,7 @@ pub async fn create_order(
 }
 
 /// `POST /billwerk/api/v1/Orders/preview`: prices an order without keeping anything.
-#[utoipa::path(post, path = "/Orders/preview", tag = "billwerk", request_body = OrderBody, responses((status = 200, description = "The priced order; nothing is stored", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Unknown contract, customer, plan variant or component", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
+#[utoipa::path(post, path = "/Orders/preview", tag = "billwerk", request_body = OrderBody, responses((status = 200, description = "The priced order; nothing is stored", body = OrderDoc), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Unknown contract, customer, plan variant or component", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn preview_order(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -943,7 +943,7 @@ async fn read_order(s: &AppState, t: &Tenant, id: &str) -> ApiResult<Order> {
 }
 
 /// `GET /billwerk/api/v1/Orders/{id}`: the order as it was priced, and its status.
-#[utoipa::path(get, path = "/Orders/{id}", tag = "billwerk", params(("id" = String, Path, description = "Order id")), responses((status = 200, description = "The order", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
+#[utoipa::path(get, path = "/Orders/{id}", tag = "billwerk", params(("id" = String, Path, description = "Order id")), responses((status = 200, description = "The order", body = OrderStatusDoc), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn get_order(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -968,7 +968,7 @@ pub async fn get_order(
 /// `POST /billwerk/api/v1/Orders/{id}/commit`: carries the order out now (once: committing it
 /// again answers the contract unchanged) and answers the contract. The body (`{}` or a payment
 /// method) is accepted; Tally does not collect payments.
-#[utoipa::path(post, path = "/Orders/{id}/commit", tag = "billwerk", params(("id" = String, Path, description = "Order id")), request_body(content = Object, description = "`{}` or a payment method; not used"), responses((status = 200, description = "The contract after the order", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
+#[utoipa::path(post, path = "/Orders/{id}/commit", tag = "billwerk", params(("id" = String, Path, description = "Order id")), request_body(content = Object, description = "`{}` or a payment method; not used"), responses((status = 200, description = "The contract after the order", body = ContractDoc), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn commit_order(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -1169,11 +1169,172 @@ async fn contract_answer(s: &AppState, t: &Tenant, id: &str) -> ApiResult {
 }
 
 /// `GET /billwerk/api/v1/Contracts/{id}`: phases, billing dates and balance.
-#[utoipa::path(get, path = "/Contracts/{id}", tag = "billwerk", params(("id" = String, Path, description = "Contract id")), responses((status = 200, description = "The contract", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
+#[utoipa::path(get, path = "/Contracts/{id}", tag = "billwerk", params(("id" = String, Path, description = "Contract id")), responses((status = 200, description = "The contract", body = ContractDoc), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json")), security(("wb_key" = [])))]
 pub async fn get_contract(
     State(s): State<AppState>,
     Auth(t): Auth,
     Path(id): Path<String>,
 ) -> ApiResult {
     contract_answer(&s, &t, &id).await
+}
+
+// The documented shapes of the answers above (the OpenAPI document's; the end-to-end tests hold
+// every answer to them).
+
+/// A component and its quantity, as the order booked it.
+#[derive(utoipa::ToSchema)]
+#[schema(as = BillwerkComponentQuantity, rename_all = "PascalCase")]
+#[allow(dead_code)]
+pub struct ComponentQuantityDoc {
+    /// The component (a feature's slug).
+    component_id: String,
+    /// Units.
+    quantity: String,
+}
+
+/// An order as billwerk prices it (`POST /Orders`, `/Orders/preview`).
+#[derive(utoipa::ToSchema)]
+#[schema(as = BillwerkOrder, rename_all = "PascalCase")]
+#[allow(dead_code)]
+pub struct OrderDoc {
+    /// The order's id (none in a preview).
+    id: Option<String>,
+    /// Its customer.
+    customer_id: String,
+    /// The contract it changes or creates.
+    contract_id: Option<String>,
+    /// `<plan>-<cycle>-<currency>`.
+    plan_variant_id: String,
+    /// `EUR`, `USD` ...
+    currency: String,
+    /// `InProgress`, `Completed` or `Deleted`.
+    status: String,
+    /// `Signup`, `Upgrade` ...
+    order_type: String,
+    /// The contract would be in its trial.
+    is_trial: bool,
+    /// Always `NoTrial`.
+    trial_end_policy: String,
+    /// As asked.
+    trigger_interim_billing: bool,
+    /// As asked.
+    change_date: Option<String>,
+    /// The components booked.
+    component_subscriptions: Vec<ComponentQuantityDoc>,
+    /// Net of the invoice the commit issues now.
+    total: String,
+    /// Its tax.
+    total_vat: String,
+    /// Its gross.
+    total_gross: String,
+    /// The gross of a full period after the order.
+    next_total_gross: String,
+    /// The invoice the commit issues now.
+    invoice: Option<crate::dto::InvoiceDraftDoc>,
+    /// When the order was made.
+    #[schema(format = DateTime)]
+    created_at: String,
+    /// As given.
+    #[schema(value_type = Object)]
+    custom_fields: Value,
+}
+
+/// An order read back (`GET /Orders/{id}`).
+#[derive(utoipa::ToSchema)]
+#[schema(as = BillwerkOrderStatus, rename_all = "PascalCase")]
+#[allow(dead_code)]
+pub struct OrderStatusDoc {
+    /// The order's id.
+    id: String,
+    /// Its customer.
+    customer_id: String,
+    /// The contract it changes or created.
+    contract_id: Option<String>,
+    /// `InProgress`, `Completed` or `Deleted`.
+    status: String,
+    /// `Signup`, `Upgrade` ...
+    order_type: String,
+    /// The variant booked.
+    plan_variant_id: Option<String>,
+    /// As asked.
+    change_date: Option<String>,
+    /// As asked.
+    trigger_interim_billing: bool,
+    /// When the order was made.
+    #[schema(format = DateTime)]
+    created_at: String,
+    /// When it was committed.
+    #[schema(format = DateTime)]
+    committed_at: Option<String>,
+}
+
+/// One phase of a billwerk contract.
+#[derive(utoipa::ToSchema)]
+#[schema(as = BillwerkPhase, rename_all = "PascalCase")]
+#[allow(dead_code)]
+pub struct PhaseDoc {
+    /// `Trial`, `Normal` or `Inactive`.
+    r#type: String,
+    /// When it starts.
+    #[schema(format = DateTime)]
+    start_date: String,
+    /// The variant billed (not on `Inactive`).
+    #[schema(required = false)]
+    plan_variant_id: String,
+    /// The plan billed (not on `Inactive`).
+    #[schema(required = false)]
+    plan_id: String,
+    /// Always 1 (not on `Inactive`).
+    #[schema(required = false)]
+    quantity: i64,
+    /// Always false (not on `Inactive`).
+    #[schema(required = false)]
+    inherit_start_date: bool,
+}
+
+/// A contract as billwerk shows it.
+#[derive(utoipa::ToSchema)]
+#[schema(as = BillwerkContract, rename_all = "PascalCase")]
+#[allow(dead_code)]
+pub struct ContractDoc {
+    /// The contract's id.
+    id: String,
+    /// Its customer.
+    customer_id: String,
+    /// The customer's name.
+    customer_name: Option<String>,
+    /// The customer's external id.
+    external_customer_id: Option<String>,
+    /// Its plan.
+    plan_id: String,
+    /// `<plan>-<cycle>-<currency>`.
+    plan_variant_id: String,
+    /// `EUR`, `USD` ...
+    currency: String,
+    /// `InTrial`, `Active`, `Pending` or `Inactive`.
+    lifecycle_status: String,
+    /// Activation.
+    #[schema(format = DateTime)]
+    start_date: Option<String>,
+    /// When it ended or will end.
+    #[schema(format = DateTime)]
+    end_date: Option<String>,
+    /// The current period's start, once billed.
+    #[schema(format = DateTime)]
+    last_billing_date: Option<String>,
+    /// The current period's end.
+    #[schema(format = DateTime)]
+    next_billing_date: Option<String>,
+    /// Billed up to.
+    #[schema(format = DateTime)]
+    billed_until: Option<String>,
+    /// The customer's credit balance in the contract's currency.
+    balance: String,
+    /// Its phases.
+    phases: Vec<PhaseDoc>,
+    /// The phase in force now.
+    current_phase: Option<PhaseDoc>,
+    /// Always empty.
+    #[schema(value_type = Object)]
+    custom_fields: Value,
 }

@@ -350,7 +350,7 @@ pub struct CustomerBody {
 }
 
 /// `POST /flexprice/v1/customers`: creates a customer (201).
-#[utoipa::path(post, path = "/customers", tag = "flexprice", request_body = CustomerBody, responses((status = 201, description = "The customer", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 409, description = "The external id is taken", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid body", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
+#[utoipa::path(post, path = "/customers", tag = "flexprice", request_body = CustomerBody, responses((status = 201, description = "The customer", body = CustomerDoc), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 409, description = "The external id is taken", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid body", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
 pub async fn create_customer(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -414,7 +414,7 @@ pub async fn create_customer(
 }
 
 /// `GET /flexprice/v1/customers/{id}` (id or external id).
-#[utoipa::path(get, path = "/customers/{id}", tag = "flexprice", params(("id" = String, Path, description = "Id or external id")), responses((status = 200, description = "The customer", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
+#[utoipa::path(get, path = "/customers/{id}", tag = "flexprice", params(("id" = String, Path, description = "Id or external id")), responses((status = 200, description = "The customer", body = CustomerDoc), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
 pub async fn get_customer(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -490,7 +490,7 @@ pub struct LineItemOverride {
 }
 
 /// `POST /flexprice/v1/subscriptions`: subscribes a customer (201).
-#[utoipa::path(post, path = "/subscriptions", tag = "flexprice", request_body = CreateSubscriptionBody, responses((status = 201, description = "The subscription", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Unknown customer, plan or coupon", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
+#[utoipa::path(post, path = "/subscriptions", tag = "flexprice", request_body = CreateSubscriptionBody, responses((status = 201, description = "The subscription", body = SubscriptionDoc), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Unknown customer, plan or coupon", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
 pub async fn create_subscription(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -580,7 +580,7 @@ pub async fn create_subscription(
 }
 
 /// `GET /flexprice/v1/subscriptions/{id}`.
-#[utoipa::path(get, path = "/subscriptions/{id}", tag = "flexprice", params(("id" = String, Path, description = "Subscription id")), responses((status = 200, description = "The subscription", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
+#[utoipa::path(get, path = "/subscriptions/{id}", tag = "flexprice", params(("id" = String, Path, description = "Subscription id")), responses((status = 200, description = "The subscription", body = SubscriptionDoc), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
 pub async fn get_subscription(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -788,7 +788,7 @@ fn new_billing_cycle(p: &Planned, t: &Tenant) -> Value {
 
 /// `POST /flexprice/v1/subscriptions/{id}/change/preview`: what the change would do now; the
 /// invoice shown is exactly the one `execute` issues at the same instant.
-#[utoipa::path(post, path = "/subscriptions/{id}/change/preview", tag = "flexprice", params(("id" = String, Path, description = "Subscription id")), request_body = ChangeBody, responses((status = 200, description = "SubscriptionChangePreviewResponse", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
+#[utoipa::path(post, path = "/subscriptions/{id}/change/preview", tag = "flexprice", params(("id" = String, Path, description = "Subscription id")), request_body = ChangeBody, responses((status = 200, description = "SubscriptionChangePreviewResponse", body = ChangePreviewDoc), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
 pub async fn change_preview(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -842,7 +842,7 @@ fn subscription_brief(c: &Contract, status: &str) -> Value {
 
 /// `POST /flexprice/v1/subscriptions/{id}/change/execute`: applies the change (or schedules it
 /// for the period end) and answers the invoice it issued.
-#[utoipa::path(post, path = "/subscriptions/{id}/change/execute", tag = "flexprice", params(("id" = String, Path, description = "Subscription id")), request_body = ChangeBody, responses((status = 200, description = "SubscriptionChangeExecuteResponse", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
+#[utoipa::path(post, path = "/subscriptions/{id}/change/execute", tag = "flexprice", params(("id" = String, Path, description = "Subscription id")), request_body = ChangeBody, responses((status = 200, description = "SubscriptionChangeExecuteResponse", body = ChangeExecutedDoc), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
 pub async fn change_execute(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -894,7 +894,7 @@ pub struct InvoiceQuery {
 }
 
 /// `GET /flexprice/v1/invoices`: `{items, pagination: {total, limit, offset}}`.
-#[utoipa::path(get, path = "/invoices", tag = "flexprice", params(InvoiceQuery), responses((status = 200, description = "A page of invoices", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Unknown customer or subscription", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid query", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
+#[utoipa::path(get, path = "/invoices", tag = "flexprice", params(InvoiceQuery), responses((status = 200, description = "A page of invoices", body = InvoicePageDoc), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Unknown customer or subscription", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid query", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
 pub async fn list_invoices(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -936,7 +936,7 @@ pub async fn list_invoices(
 }
 
 /// `GET /flexprice/v1/invoices/{id}`.
-#[utoipa::path(get, path = "/invoices/{id}", tag = "flexprice", params(("id" = String, Path, description = "Invoice id")), responses((status = 200, description = "The invoice", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
+#[utoipa::path(get, path = "/invoices/{id}", tag = "flexprice", params(("id" = String, Path, description = "Invoice id")), responses((status = 200, description = "The invoice", body = InvoiceDoc), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
 pub async fn get_invoice(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -950,4 +950,449 @@ pub async fn get_invoice(
         .map_err(tally_app::AppError::from)?
         .ok_or_else(|| ApiError::not_found("invoice", "id", &id))?;
     Ok(answer(StatusCode::OK, invoice_json(&inv)))
+}
+
+// The documented shapes of the answers above (the OpenAPI document's; the end-to-end tests hold
+// every answer to them).
+
+/// A plan as a subscription or a change names it.
+#[derive(utoipa::ToSchema)]
+#[schema(as = FlexpricePlanRef)]
+#[allow(dead_code)]
+pub struct PlanRefDoc {
+    /// The plan's id.
+    id: String,
+    /// Its name (absent for a plan no longer in the catalog).
+    #[schema(required = false)]
+    name: String,
+    /// Its slug.
+    #[schema(required = false)]
+    lookup_key: String,
+}
+
+/// One priced feature of a subscription.
+#[derive(utoipa::ToSchema)]
+#[schema(as = FlexpriceSubscriptionLineItem)]
+#[allow(dead_code)]
+pub struct SubscriptionLineItemDoc {
+    /// `<subscription id>_<feature slug>`.
+    id: String,
+    /// The subscription.
+    subscription_id: String,
+    /// Its customer.
+    customer_id: String,
+    /// Its plan.
+    plan_id: String,
+    /// The plan's name.
+    plan_display_name: Option<String>,
+    /// The feature's slug.
+    price_id: String,
+    /// The feature's name.
+    display_name: String,
+    /// `FIXED` or `USAGE`.
+    price_type: String,
+    /// `ADVANCE` or `ARREAR`.
+    invoice_cadence: String,
+    /// Units (1 for a flat fee or usage).
+    quantity: String,
+    /// Price per unit, or the flat fee.
+    amount: Option<String>,
+    /// Currency.
+    currency: String,
+    /// Flexprice's billing period.
+    billing_period: Option<String>,
+    /// Always 1.
+    billing_period_count: i64,
+}
+
+/// Flexprice's `SubscriptionResponse`.
+#[derive(utoipa::ToSchema)]
+#[schema(as = FlexpriceSubscription)]
+#[allow(dead_code)]
+pub struct SubscriptionDoc {
+    /// The contract's id.
+    id: String,
+    /// Its customer.
+    customer_id: String,
+    /// Its plan.
+    plan_id: String,
+    /// The plan.
+    plan: Option<PlanRefDoc>,
+    /// `trialing`, `active`, `cancelled`, `incomplete` or `paused`.
+    subscription_status: String,
+    /// Always `published`.
+    status: String,
+    /// Currency.
+    currency: String,
+    /// Boundary 0 of its billing periods.
+    #[schema(format = DateTime)]
+    billing_anchor: Option<String>,
+    /// `anniversary` or `calendar`.
+    billing_cycle: String,
+    /// `RECURRING` or `ONETIME`.
+    billing_cadence: String,
+    /// `DAILY` ... `ANNUAL`.
+    billing_period: Option<String>,
+    /// Always 1.
+    billing_period_count: i64,
+    /// Activation.
+    #[schema(format = DateTime)]
+    start_date: Option<String>,
+    /// When it ended or will end.
+    #[schema(format = DateTime)]
+    end_date: Option<String>,
+    /// The current period's start.
+    #[schema(format = DateTime)]
+    current_period_start: Option<String>,
+    /// The current period's end.
+    #[schema(format = DateTime)]
+    current_period_end: Option<String>,
+    /// When it ended.
+    #[schema(format = DateTime)]
+    cancelled_at: Option<String>,
+    /// A scheduled cancellation.
+    #[schema(format = DateTime)]
+    cancel_at: Option<String>,
+    /// Cancels at the end of the period.
+    cancel_at_period_end: bool,
+    /// The trial's start.
+    #[schema(format = DateTime)]
+    trial_start: Option<String>,
+    /// The trial's end.
+    #[schema(format = DateTime)]
+    trial_end: Option<String>,
+    /// Always `none`.
+    pause_status: String,
+    /// The contract's version.
+    version: i64,
+    /// Always empty.
+    metadata: BTreeMap<String, String>,
+    /// Creation.
+    #[schema(format = DateTime)]
+    created_at: String,
+    /// Its priced features.
+    line_items: Vec<SubscriptionLineItemDoc>,
+}
+
+/// An invoice line in Flexprice's words.
+#[derive(utoipa::ToSchema)]
+#[schema(as = FlexpriceInvoiceLineItem)]
+#[allow(dead_code)]
+pub struct InvoiceLineItemDoc {
+    /// `<invoice id>_<n>` (none in a preview).
+    id: Option<String>,
+    /// The invoice (none in a preview).
+    invoice_id: Option<String>,
+    /// The customer.
+    customer_id: String,
+    /// The subscription.
+    subscription_id: String,
+    /// Always `plan`.
+    entity_type: String,
+    /// The feature's slug.
+    price_id: Option<String>,
+    /// `FIXED` or `USAGE`.
+    price_type: String,
+    /// The line's words.
+    display_name: String,
+    /// Amount.
+    amount: String,
+    /// Units.
+    quantity: String,
+    /// Price per unit.
+    unit_price: String,
+    /// Currency.
+    currency: String,
+    /// Start of the time billed.
+    #[schema(format = DateTime)]
+    period_start: String,
+    /// End of the time billed.
+    #[schema(format = DateTime)]
+    period_end: String,
+    /// A proration credit or charge.
+    is_proration: bool,
+    /// `{kind}`: Tally's line kind.
+    metadata: BTreeMap<String, String>,
+}
+
+/// Flexprice's `InvoiceResponse`.
+#[derive(utoipa::ToSchema)]
+#[schema(as = FlexpriceInvoice)]
+#[allow(dead_code)]
+pub struct InvoiceDoc {
+    /// `Inv_<uuid>`.
+    id: String,
+    /// The customer.
+    customer_id: String,
+    /// The subscription.
+    subscription_id: String,
+    /// Always `SUBSCRIPTION`.
+    invoice_type: String,
+    /// `FINALIZED` or `VOIDED`.
+    invoice_status: String,
+    /// `PENDING`, `SUCCEEDED` or `VOIDED`.
+    payment_status: String,
+    /// Currency.
+    currency: String,
+    /// Before discounts and tax.
+    subtotal: String,
+    /// Discounts.
+    total_discount: String,
+    /// Tax.
+    total_tax: String,
+    /// Credit balance applied.
+    total_prepaid_credits_applied: String,
+    /// Net + tax.
+    total: String,
+    /// What the customer owes.
+    amount_due: String,
+    /// Paid.
+    amount_paid: String,
+    /// Still owed.
+    amount_remaining: String,
+    /// Gapless per tenant.
+    invoice_number: String,
+    /// Issued.
+    #[schema(format = DateTime)]
+    issue_date: String,
+    /// Finalized (when issued).
+    #[schema(format = DateTime)]
+    finalized_at: String,
+    /// Due (when issued).
+    #[schema(format = DateTime)]
+    due_date: String,
+    /// Earliest line start.
+    #[schema(format = DateTime)]
+    period_start: Option<String>,
+    /// Latest line end.
+    #[schema(format = DateTime)]
+    period_end: Option<String>,
+    /// `SUBSCRIPTION_CREATE`, `SUBSCRIPTION_CYCLE`, `SUBSCRIPTION_UPDATE` or `MANUAL`.
+    billing_reason: String,
+    /// Lines.
+    line_items: Vec<InvoiceLineItemDoc>,
+    /// Always empty.
+    metadata: BTreeMap<String, String>,
+}
+
+/// Flexprice's `CustomerResponse`.
+#[derive(utoipa::ToSchema)]
+#[schema(as = FlexpriceCustomer)]
+#[allow(dead_code)]
+pub struct CustomerDoc {
+    /// `Cust_<uuid>`.
+    id: String,
+    /// Your id for the customer.
+    external_id: Option<String>,
+    /// Name.
+    name: Option<String>,
+    /// Email.
+    email: Option<String>,
+    /// Address, line 1.
+    address_line1: Option<String>,
+    /// Address, line 2.
+    address_line2: Option<String>,
+    /// City.
+    address_city: Option<String>,
+    /// State.
+    address_state: Option<String>,
+    /// Postal code.
+    address_postal_code: Option<String>,
+    /// Country.
+    address_country: Option<String>,
+    /// Metadata.
+    metadata: BTreeMap<String, String>,
+    /// Always `published`.
+    status: String,
+    /// Creation.
+    #[schema(format = DateTime)]
+    created_at: String,
+}
+
+/// What a plan change credits and charges for the rest of the period.
+#[derive(utoipa::ToSchema)]
+#[schema(as = FlexpriceProrationDetails)]
+#[allow(dead_code)]
+pub struct ProrationDetailsDoc {
+    /// Credit for the unused time on the old plan.
+    credit_amount: String,
+    /// Its words.
+    credit_description: String,
+    /// Charge for the rest of the period on the new plan.
+    charge_amount: String,
+    /// Its words.
+    charge_description: String,
+    /// Charge - credit.
+    net_amount: String,
+    /// The change's instant.
+    #[schema(format = DateTime)]
+    proration_date: String,
+    /// The period's start.
+    #[schema(format = DateTime)]
+    current_period_start: Option<String>,
+    /// The period's end.
+    #[schema(format = DateTime)]
+    current_period_end: Option<String>,
+    /// Days from the period's start to the change.
+    days_used: Option<i64>,
+    /// Days from the change to the period's end.
+    days_remaining: Option<i64>,
+    /// Currency.
+    currency: String,
+}
+
+/// The invoice a change would issue.
+#[derive(utoipa::ToSchema)]
+#[schema(as = FlexpriceInvoicePreview)]
+#[allow(dead_code)]
+pub struct InvoicePreviewDoc {
+    /// Net.
+    subtotal: String,
+    /// Tax.
+    tax_amount: String,
+    /// Net + tax.
+    total: String,
+    /// What the customer would owe.
+    amount_due: String,
+    /// Credit balance it would apply.
+    credit_applied: String,
+    /// Currency.
+    currency: String,
+    /// Lines.
+    line_items: Vec<InvoiceLineItemDoc>,
+    /// Its date.
+    #[schema(format = DateTime)]
+    due_date: String,
+}
+
+/// The billing cycle after a change.
+#[derive(utoipa::ToSchema)]
+#[schema(as = FlexpriceBillingCycle)]
+#[allow(dead_code)]
+pub struct BillingCycleDoc {
+    /// The period's start.
+    #[schema(format = DateTime)]
+    period_start: Option<String>,
+    /// The period's end.
+    #[schema(format = DateTime)]
+    period_end: Option<String>,
+    /// Boundary 0.
+    #[schema(format = DateTime)]
+    billing_anchor: Option<String>,
+    /// `RECURRING` or `ONETIME`.
+    billing_cadence: String,
+    /// `DAILY` ... `ANNUAL`.
+    billing_period: Option<String>,
+    /// Always 1.
+    billing_period_count: i64,
+    /// `anniversary` or `calendar`.
+    billing_cycle: String,
+}
+
+/// Flexprice's `SubscriptionChangePreviewResponse`.
+#[derive(utoipa::ToSchema)]
+#[schema(as = FlexpriceChangePreview)]
+#[allow(dead_code)]
+pub struct ChangePreviewDoc {
+    /// The subscription.
+    subscription_id: String,
+    /// Its plan now.
+    current_plan: PlanRefDoc,
+    /// The plan asked for.
+    target_plan: PlanRefDoc,
+    /// `upgrade`, `downgrade` or `lateral`.
+    change_type: String,
+    /// Credit and charge for the rest of the period (none when scheduled or in a trial).
+    proration_details: Option<ProrationDetailsDoc>,
+    /// The invoice the change would issue now.
+    next_invoice_preview: Option<InvoicePreviewDoc>,
+    /// When it takes effect.
+    #[schema(format = DateTime)]
+    effective_date: String,
+    /// Scheduled for the period's end.
+    is_scheduled: bool,
+    /// The billing cycle after it.
+    new_billing_cycle: BillingCycleDoc,
+    /// What to tell the customer.
+    warnings: Vec<String>,
+    /// Echoed from the request.
+    metadata: BTreeMap<String, String>,
+}
+
+/// A subscription before or after a change.
+#[derive(utoipa::ToSchema)]
+#[schema(as = FlexpriceSubscriptionBrief)]
+#[allow(dead_code)]
+pub struct SubscriptionBriefDoc {
+    /// The contract's id (the same before and after).
+    id: String,
+    /// `archived` (the old one of an applied change), `active` ...
+    status: String,
+    /// Its plan.
+    plan_id: String,
+    /// The period's start.
+    #[schema(format = DateTime)]
+    current_period_start: Option<String>,
+    /// The period's end.
+    #[schema(format = DateTime)]
+    current_period_end: Option<String>,
+    /// Boundary 0.
+    #[schema(format = DateTime)]
+    billing_anchor: Option<String>,
+    /// Creation.
+    #[schema(format = DateTime)]
+    created_at: String,
+}
+
+/// Flexprice's `SubscriptionChangeExecuteResponse`.
+#[derive(utoipa::ToSchema)]
+#[schema(as = FlexpriceChangeExecuted)]
+#[allow(dead_code)]
+pub struct ChangeExecutedDoc {
+    /// Scheduled for the period's end.
+    is_scheduled: bool,
+    /// The scheduled change's id.
+    schedule_id: Option<String>,
+    /// When the scheduled change applies.
+    #[schema(format = DateTime)]
+    scheduled_at: Option<String>,
+    /// Before.
+    old_subscription: SubscriptionBriefDoc,
+    /// After.
+    new_subscription: SubscriptionBriefDoc,
+    /// `upgrade`, `downgrade` or `lateral`.
+    change_type: String,
+    /// The invoice issued now.
+    invoice: Option<InvoiceDoc>,
+    /// Credit and charge applied (with `create_prorations`).
+    proration_applied: Option<ProrationDetailsDoc>,
+    /// When it takes effect.
+    #[schema(format = DateTime)]
+    effective_date: String,
+    /// Echoed from the request.
+    metadata: BTreeMap<String, String>,
+}
+
+/// Paging of a Flexprice list.
+#[derive(utoipa::ToSchema)]
+#[schema(as = FlexpricePagination)]
+#[allow(dead_code)]
+pub struct PaginationDoc {
+    /// Rows in all.
+    total: u64,
+    /// Rows asked for.
+    limit: u64,
+    /// Rows skipped.
+    offset: u64,
+}
+
+/// A page of invoices.
+#[derive(utoipa::ToSchema)]
+#[schema(as = FlexpriceInvoicePage)]
+#[allow(dead_code)]
+pub struct InvoicePageDoc {
+    /// The invoices.
+    items: Vec<InvoiceDoc>,
+    /// Paging.
+    pagination: PaginationDoc,
 }

@@ -384,7 +384,7 @@ fn stored_request(raw: Value) -> Value {
 }
 
 /// `POST /salesbricks/api/v1/subscriptions/{id}/upgrade`: opens an upgrade order, priced now.
-#[utoipa::path(post, path = "/subscriptions/{id}/upgrade", tag = "salesbricks", params(("id" = String, Path, description = "Subscription id")), request_body = UpgradeBody, responses((status = 200, description = "The upgrade order", body = Object), (status = 400, description = "Invalid request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused", body = Problem, content_type = "application/problem+json")), security(("salesbricks_key" = [])))]
+#[utoipa::path(post, path = "/subscriptions/{id}/upgrade", tag = "salesbricks", params(("id" = String, Path, description = "Subscription id")), request_body = UpgradeBody, responses((status = 200, description = "The upgrade order", body = OrderDoc), (status = 400, description = "Invalid request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused", body = Problem, content_type = "application/problem+json")), security(("salesbricks_key" = [])))]
 pub async fn create_upgrade(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -444,7 +444,7 @@ async fn open_order(
 }
 
 /// `GET /salesbricks/api/v1/subscriptions/{id}/upgrade`: the open upgrade orders.
-#[utoipa::path(get, path = "/subscriptions/{id}/upgrade", tag = "salesbricks", params(("id" = String, Path, description = "Subscription id")), responses((status = 200, description = "`{orders: [...]}`", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json")), security(("salesbricks_key" = [])))]
+#[utoipa::path(get, path = "/subscriptions/{id}/upgrade", tag = "salesbricks", params(("id" = String, Path, description = "Subscription id")), responses((status = 200, description = "The open upgrade orders", body = OrdersDoc), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json")), security(("salesbricks_key" = [])))]
 pub async fn list_upgrades(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -467,7 +467,7 @@ pub async fn list_upgrades(
 
 /// `PATCH /salesbricks/api/v1/subscriptions/{id}/upgrade/{order_id}`: replaces the fields sent
 /// of an open order (checked and priced again).
-#[utoipa::path(patch, path = "/subscriptions/{id}/upgrade/{order_id}", tag = "salesbricks", params(("id" = String, Path, description = "Subscription id"), ("order_id" = String, Path, description = "Order id")), request_body(content = Object, description = "Fields of the upgrade body to replace"), responses((status = 200, description = "`{subscription_id}`", body = Object), (status = 400, description = "Invalid request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused, or the order is no longer open", body = Problem, content_type = "application/problem+json")), security(("salesbricks_key" = [])))]
+#[utoipa::path(patch, path = "/subscriptions/{id}/upgrade/{order_id}", tag = "salesbricks", params(("id" = String, Path, description = "Subscription id"), ("order_id" = String, Path, description = "Order id")), request_body(content = Object, description = "Fields of the upgrade body to replace"), responses((status = 200, description = "The subscription", body = SubscriptionRefDoc), (status = 400, description = "Invalid request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused, or the order is no longer open", body = Problem, content_type = "application/problem+json")), security(("salesbricks_key" = [])))]
 pub async fn update_upgrade(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -521,7 +521,7 @@ fn closed() -> ApiError {
 }
 
 /// `DELETE /salesbricks/api/v1/subscriptions/{id}/upgrade/{order_id}`: discards an open order.
-#[utoipa::path(delete, path = "/subscriptions/{id}/upgrade/{order_id}", tag = "salesbricks", params(("id" = String, Path, description = "Subscription id"), ("order_id" = String, Path, description = "Order id")), responses((status = 200, description = "`{message}`", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "The order was started", body = Problem, content_type = "application/problem+json")), security(("salesbricks_key" = [])))]
+#[utoipa::path(delete, path = "/subscriptions/{id}/upgrade/{order_id}", tag = "salesbricks", params(("id" = String, Path, description = "Subscription id"), ("order_id" = String, Path, description = "Order id")), responses((status = 200, description = "Deleted", body = MessageDoc), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "The order was started", body = Problem, content_type = "application/problem+json")), security(("salesbricks_key" = [])))]
 pub async fn delete_upgrade(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -550,7 +550,7 @@ pub async fn delete_upgrade(
 
 /// `POST /salesbricks/api/v1/subscriptions/{id}/upgrade/estimate`: prices an upgrade body now;
 /// the invoice shown is exactly what starting the same upgrade now issues.
-#[utoipa::path(post, path = "/subscriptions/{id}/upgrade/estimate", tag = "salesbricks", params(("id" = String, Path, description = "Subscription id")), request_body = UpgradeBody, responses((status = 200, description = "OrderPricing", body = Object), (status = 400, description = "Invalid request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused", body = Problem, content_type = "application/problem+json")), security(("salesbricks_key" = [])))]
+#[utoipa::path(post, path = "/subscriptions/{id}/upgrade/estimate", tag = "salesbricks", params(("id" = String, Path, description = "Subscription id")), request_body = UpgradeBody, responses((status = 200, description = "OrderPricing", body = PricingDoc), (status = 400, description = "Invalid request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused", body = Problem, content_type = "application/problem+json")), security(("salesbricks_key" = [])))]
 pub async fn estimate_upgrade(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -564,7 +564,7 @@ pub async fn estimate_upgrade(
 
 /// `POST /salesbricks/api/v1/subscriptions/{id}/upgrade/{order_id}/estimate`: prices an open
 /// order now.
-#[utoipa::path(post, path = "/subscriptions/{id}/upgrade/{order_id}/estimate", tag = "salesbricks", params(("id" = String, Path, description = "Subscription id"), ("order_id" = String, Path, description = "Order id")), responses((status = 200, description = "OrderPricing", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused, or the order is no longer open", body = Problem, content_type = "application/problem+json")), security(("salesbricks_key" = [])))]
+#[utoipa::path(post, path = "/subscriptions/{id}/upgrade/{order_id}/estimate", tag = "salesbricks", params(("id" = String, Path, description = "Subscription id"), ("order_id" = String, Path, description = "Order id")), responses((status = 200, description = "OrderPricing", body = PricingDoc), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused, or the order is no longer open", body = Problem, content_type = "application/problem+json")), security(("salesbricks_key" = [])))]
 pub async fn estimate_order(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -590,7 +590,7 @@ pub struct StartQuery {
 
 /// `POST /salesbricks/api/v1/subscriptions/{id}/upgrade/{order_id}/start`: carries the upgrade
 /// out as of now, once (starting it again answers the same).
-#[utoipa::path(post, path = "/subscriptions/{id}/upgrade/{order_id}/start", tag = "salesbricks", params(("id" = String, Path, description = "Subscription id"), ("order_id" = String, Path, description = "Order id"), StartQuery), responses((status = 200, description = "`{subscription_id}`", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused, or the order was deleted", body = Problem, content_type = "application/problem+json")), security(("salesbricks_key" = [])))]
+#[utoipa::path(post, path = "/subscriptions/{id}/upgrade/{order_id}/start", tag = "salesbricks", params(("id" = String, Path, description = "Subscription id"), ("order_id" = String, Path, description = "Order id"), StartQuery), responses((status = 200, description = "The subscription", body = SubscriptionRefDoc), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Concurrent change; retry", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused, or the order was deleted", body = Problem, content_type = "application/problem+json")), security(("salesbricks_key" = [])))]
 pub async fn start_upgrade(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -641,7 +641,7 @@ pub async fn start_upgrade(
 }
 
 /// `GET /salesbricks/api/v1/subscriptions/{id}`: the subscription, its bricks and schedule.
-#[utoipa::path(get, path = "/subscriptions/{id}", tag = "salesbricks", params(("id" = String, Path, description = "Subscription id")), responses((status = 200, description = "The subscription", body = Object), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json")), security(("salesbricks_key" = [])))]
+#[utoipa::path(get, path = "/subscriptions/{id}", tag = "salesbricks", params(("id" = String, Path, description = "Subscription id")), responses((status = 200, description = "The subscription", body = SubscriptionDoc), (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 404, description = "Not found (or another tenant's)", body = Problem, content_type = "application/problem+json")), security(("salesbricks_key" = [])))]
 pub async fn get_subscription(
     State(s): State<AppState>,
     Auth(t): Auth,
@@ -699,4 +699,235 @@ pub async fn get_subscription(
             "sub_total": normalize(net, cur),
         })]).unwrap_or_default(),
     })))
+}
+
+// The documented shapes of the answers above (the OpenAPI document's; the end-to-end tests hold
+// every answer to them).
+
+/// Tax (and, on the whole upgrade, discounts and credit) of a total.
+#[derive(utoipa::ToSchema)]
+#[schema(as = SalesbricksTotalDetails)]
+#[allow(dead_code)]
+pub struct TotalDetailsDoc {
+    /// Tax.
+    tax_total: String,
+    /// Discounts (on the upgrade's total).
+    #[schema(required = false)]
+    discount_total: String,
+    /// Credit balance applied (on the first billing).
+    #[schema(required = false)]
+    credit_applied: String,
+}
+
+/// One invoice line of a brick.
+#[derive(utoipa::ToSchema)]
+#[schema(as = SalesbricksTier)]
+#[allow(dead_code)]
+pub struct TierDoc {
+    /// Units.
+    quantity: String,
+    /// Price per unit.
+    unit_price: String,
+    /// Amount.
+    sub_total: String,
+    /// The line's words (with the proration fraction).
+    duration_text: String,
+}
+
+/// What an upgrade bills for one brick (a feature).
+#[derive(utoipa::ToSchema)]
+#[schema(as = SalesbricksPricedBrick)]
+#[allow(dead_code)]
+pub struct PricedBrickDoc {
+    /// The feature's id.
+    brick_id: Option<String>,
+    /// Its name.
+    brick_name: String,
+    /// The plan.
+    plan_id: String,
+    /// The plan's name.
+    plan_name: Option<String>,
+    /// Units after the upgrade.
+    quantity: Option<String>,
+    /// Net.
+    sub_total: String,
+    /// Net + tax.
+    grand_total: String,
+    /// Its tax.
+    grand_total_details: TotalDetailsDoc,
+    /// Its invoice lines.
+    tiers_breakdown: Vec<TierDoc>,
+    /// Always null.
+    #[schema(value_type = Option<Object>)]
+    pre_commitment_schedule: (),
+}
+
+/// One billing of the schedule.
+#[derive(utoipa::ToSchema)]
+#[schema(as = SalesbricksBilling)]
+#[allow(dead_code)]
+pub struct BillingDoc {
+    /// First day (the tenant's time zone).
+    #[schema(format = Date)]
+    starts_at: Option<String>,
+    /// Last day.
+    #[schema(format = Date)]
+    ends_at: Option<String>,
+    /// Net.
+    sub_total: String,
+    /// Net + tax (not on a subscription's schedule).
+    #[schema(required = false)]
+    grand_total: String,
+    /// Its tax (not on a subscription's schedule).
+    #[schema(required = false)]
+    grand_total_details: TotalDetailsDoc,
+}
+
+/// Salesbricks' `OrderPricing` of an upgrade: its invoice now and the billings after it.
+#[derive(utoipa::ToSchema)]
+#[schema(as = SalesbricksPricing)]
+#[allow(dead_code)]
+pub struct PricingDoc {
+    /// End of the period the upgrade bills.
+    #[schema(format = Date)]
+    ends_at: Option<String>,
+    /// Net of the invoice now.
+    sub_total: String,
+    /// Its gross.
+    grand_total: String,
+    /// Its tax and discounts.
+    grand_total_details: TotalDetailsDoc,
+    /// By brick.
+    line_items: Vec<PricedBrickDoc>,
+    /// The invoice now, then the next full period.
+    billing_schedule: Vec<BillingDoc>,
+    /// Takes effect at the period's end.
+    is_scheduled: bool,
+    /// The invoice issued when the upgrade starts now.
+    invoice: Option<crate::dto::InvoiceDraftDoc>,
+}
+
+/// An upgrade order.
+#[derive(utoipa::ToSchema)]
+#[schema(as = SalesbricksOrder)]
+#[allow(dead_code)]
+pub struct OrderDoc {
+    /// The order's id.
+    order_id: String,
+    /// The subscription it upgrades.
+    subscription_id: Option<String>,
+    /// Always `upgrade`.
+    order_type: String,
+    /// `BUILDING`, `CLOSED` or `DELETED`.
+    stage: String,
+    /// `"<amount> <CURRENCY>"`: the invoice it issues (when just priced).
+    contract_value: Option<String>,
+    /// Always null.
+    pdf_url: Option<String>,
+    /// The day it starts.
+    #[schema(format = Date)]
+    starts_at: Option<String>,
+    /// End of the period it bills (when just priced).
+    #[schema(format = Date)]
+    ends_at: Option<String>,
+    /// As given, without `_` keys.
+    #[schema(value_type = Object)]
+    metadata: Value,
+    /// When it was opened.
+    #[schema(format = DateTime)]
+    created_at: String,
+}
+
+/// The open upgrade orders of a subscription.
+#[derive(utoipa::ToSchema)]
+#[schema(as = SalesbricksOrders)]
+#[allow(dead_code)]
+pub struct OrdersDoc {
+    /// Open orders, oldest first.
+    orders: Vec<OrderDoc>,
+}
+
+/// The subscription an order changed or will change.
+#[derive(utoipa::ToSchema)]
+#[schema(as = SalesbricksSubscriptionRef)]
+#[allow(dead_code)]
+pub struct SubscriptionRefDoc {
+    /// Its id.
+    subscription_id: Option<String>,
+}
+
+/// What was done.
+#[derive(utoipa::ToSchema)]
+#[schema(as = SalesbricksMessage)]
+#[allow(dead_code)]
+pub struct MessageDoc {
+    /// `Upgrade order deleted.`
+    message: String,
+}
+
+/// A subscription's customer.
+#[derive(utoipa::ToSchema)]
+#[schema(as = SalesbricksCustomer)]
+#[allow(dead_code)]
+pub struct CustomerDoc {
+    /// `Cust_<uuid>`.
+    customer_id: String,
+    /// Name.
+    name: Option<String>,
+    /// Your id for the customer.
+    external_id: Option<String>,
+}
+
+/// One brick of a subscription.
+#[derive(utoipa::ToSchema)]
+#[schema(as = SalesbricksBrick)]
+#[allow(dead_code)]
+pub struct BrickDoc {
+    /// The feature's id.
+    brick_id: Option<String>,
+    /// Its name.
+    brick_name: String,
+    /// The plan.
+    plan_id: String,
+    /// The plan's name.
+    plan_name: Option<String>,
+    /// Units.
+    quantity: String,
+}
+
+/// A subscription as Salesbricks shows it.
+#[derive(utoipa::ToSchema)]
+#[schema(as = SalesbricksSubscription)]
+#[allow(dead_code)]
+pub struct SubscriptionDoc {
+    /// The contract's id.
+    subscription_id: String,
+    /// `ACTIVE`, `PENDING` or `TERMINATED`.
+    status: String,
+    /// Activation day.
+    #[schema(format = Date)]
+    starts_at: Option<String>,
+    /// Day it ended or ends.
+    #[schema(format = Date)]
+    ends_at: Option<String>,
+    /// Next renewal day.
+    #[schema(format = Date)]
+    renews_at: Option<String>,
+    /// Scheduled cancellation day.
+    #[schema(format = Date)]
+    terminates_at: Option<String>,
+    /// `MONTHLY`, `QUARTERLY`, `ANNUALLY` ...
+    billing_frequency: Option<String>,
+    /// `EUR`, `USD` ...
+    currency: String,
+    /// Its customer.
+    customer: Option<CustomerDoc>,
+    /// Its plan.
+    plan_id: String,
+    /// Net of a full period.
+    sub_total: String,
+    /// Its bricks.
+    line_items: Vec<BrickDoc>,
+    /// The current period's billing.
+    billing_schedule: Vec<BillingDoc>,
 }

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::{App, Tenant, spawn_app};
+use super::{App, Tenant, conform, spawn_app};
 
 impl App {
     /// A request with Flexprice's `x-api-key` header.
@@ -19,7 +19,11 @@ impl App {
             let ct = r.headers()["content-type"].to_str().unwrap().to_string();
             assert_eq!(ct, "application/problem+json");
         }
-        (status, r.json().await.unwrap_or(Value::Null))
+        let v = r.json().await.unwrap_or(Value::Null);
+        if status < 400 {
+            conform::conforms(method, &format!("/flexprice/v1{path}"), status, &v);
+        }
+        (status, v)
     }
 }
 
