@@ -524,7 +524,7 @@ async fn isolation(app: &App) {
         )
         .await;
     let hook = hook["id"].as_str().unwrap().to_string();
-    for path in [
+    let reads = [
         format!("/v1/c/webhook/{hook}"),
         format!("/v1/c/webhook/{hook}/deliveries"),
         format!("/v1/c/contract/{id}"),
@@ -534,9 +534,13 @@ async fn isolation(app: &App) {
         format!("/v1/c/invoice/{inv}"),
         format!("/v1/c/customer/{cust_id}"),
         format!("/v1/c/customer/{cust_id}/balance"),
-    ] {
-        let (s, _) = app.get(&b.key, &path).await;
+    ];
+    for path in &reads {
+        let (s, _) = app.get(&b.key, path).await;
         assert_eq!(s, 404, "GET {path}");
+        // The owner reads each one (and its answer is held to the documented schema).
+        let (s, v) = app.get(&a.key, path).await;
+        assert_eq!(s, 200, "GET {path}: {v}");
     }
     for (path, body) in [
         (
@@ -585,6 +589,19 @@ async fn isolation(app: &App) {
     );
     let (s, still) = app.get(&a.key, &format!("/v1/c/webhook/{hook}")).await;
     assert_eq!((s, still["enabled"].as_bool()), (200, Some(true)));
+    // The tenant's own catalog, clock and a cancellation answer as documented.
+    for path in ["/v1/c/catalog", "/v1/c/test_clock"] {
+        let (s, v) = app.get(&a.key, path).await;
+        assert_eq!(s, 200, "GET {path}: {v}");
+    }
+    let (s, v) = app
+        .post(
+            &a.key,
+            &format!("/v1/c/contract/{id}/cancel"),
+            r#"{"mode": "now"}"#,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
 }
 
 #[tokio::test]

@@ -69,6 +69,11 @@ async fn signed_up(app: &App, t: &Tenant) -> Value {
         .await;
     assert_eq!(s, 200, "{c}");
     assert_eq!(c["Id"], json!(contract_id));
+    // Read back, it is the contract the commit answered.
+    let (s, read) = app
+        .bw(t, "GET", &format!("/Contracts/{contract_id}"), None)
+        .await;
+    assert_eq!((s, &read), (200, &c));
     c
 }
 

@@ -53,6 +53,9 @@ async fn subscribed(app: &App, t: &Tenant) -> String {
         .await;
     assert_eq!(s, 201, "{c}");
     assert_eq!(c["external_id"], "fp-1");
+    // Read back by its external id, it is the customer just created.
+    let (s, read) = app.fp(t, "GET", "/customers/fp-1", None).await;
+    assert_eq!((s, &read), (200, &c));
     let body = json!({"external_customer_id": "fp-1", "plan_id": "basic", "currency": "USD",
         "billing_period": "MONTHLY", "billing_cycle": "anniversary",
         "override_line_items": [{"price_id": "seats", "quantity": "4"}]});
