@@ -126,6 +126,18 @@ fn immediate(c: &mut Connection) -> StoreResult<Transaction<'_>> {
         .map_err(be)
 }
 
+/// Runs `f` in an immediate transaction on `c`: commits when it succeeds, rolls back when it
+/// fails.
+fn transact<T>(
+    c: &mut Connection,
+    f: impl FnOnce(&Transaction) -> StoreResult<T>,
+) -> StoreResult<T> {
+    let tx = immediate(c)?;
+    let out = f(&tx)?;
+    tx.commit().map_err(be)?;
+    Ok(out)
+}
+
 /// `VALUES (?, ...), (...)` for `rows` rows of `cols` columns.
 fn values_sql(cols: usize, rows: usize) -> String {
     let one = format!("({})", vec!["?"; cols].join(", "));
@@ -241,13 +253,7 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Transaction) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
-        self.with_writer(move |c| {
-            let tx = immediate(c)?;
-            let out = f(&tx)?;
-            tx.commit().map_err(be)?;
-            Ok(out)
-        })
-        .await
+        self.with_writer(move |c| transact(c, f)).await
     }
 
     /// Runs `f` as [`SqliteStore::write`] does, but commits without waiting for the disk: for
@@ -260,11 +266,7 @@ impl SqliteStore {
     ) -> StoreResult<T> {
         self.with_writer(move |c| {
             c.pragma_update(None, "synchronous", "NORMAL").map_err(be)?;
-            let out = immediate(c).and_then(|tx| {
-                let out = f(&tx)?;
-                tx.commit().map_err(be)?;
-                Ok(out)
-            });
+            let out = transact(c, f);
             c.pragma_update(None, "synchronous", "FULL").map_err(be)?;
             out
         })

@@ -165,16 +165,10 @@ impl App {
         Tenant { key }
     }
 
-    async fn post(&self, key: &str, path: &str, body: &str) -> (u16, Value) {
-        let r = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .header("wb-key", key)
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
+    /// Sends a request to `path` (the whole path) and reads its answer: an error must be
+    /// problem+json, and a success must match the schema documented for `method path`.
+    async fn answer(&self, method: &str, path: &str, req: reqwest::RequestBuilder) -> (u16, Value) {
+        let r = req.send().await.unwrap();
         let status = r.status().as_u16();
         let ct = r
             .headers()
@@ -183,27 +177,29 @@ impl App {
             .unwrap_or_default();
         let v: Value = r.json().await.unwrap_or(Value::Null);
         if status >= 400 {
-            assert_eq!(ct, "application/problem+json", "{path}: {v}");
+            assert_eq!(ct, "application/problem+json", "{method} {path}: {v}");
         } else {
-            conform::conforms("POST", path, status, &v);
+            conform::conforms(method, path, status, &v);
         }
         (status, v)
     }
 
+    async fn post(&self, key: &str, path: &str, body: &str) -> (u16, Value) {
+        let req = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("wb-key", key)
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        self.answer("POST", path, req).await
+    }
+
     async fn get(&self, key: &str, path: &str) -> (u16, Value) {
-        let r = self
+        let req = self
             .client
             .get(format!("{}{path}", self.base))
-            .header("wb-key", key)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        let v = r.json().await.unwrap_or(Value::Null);
-        if status < 400 {
-            conform::conforms("GET", path, status, &v);
-        }
-        (status, v)
+            .header("wb-key", key);
+        self.answer("GET", path, req).await
     }
 
     async fn delete(&self, key: &str, path: &str) -> u16 {

@@ -3,27 +3,19 @@
 
 use serde_json::{Value, json};
 
-use super::{App, Tenant, conform, spawn_app};
+use super::{App, Tenant, spawn_app};
 
 impl App {
     /// A request with Flexprice's `x-api-key` header.
     async fn fp(&self, t: &Tenant, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let url = format!("{}/flexprice/v1{path}", self.base);
+        let path = format!("/flexprice/v1{path}");
+        let url = format!("{}{path}", self.base);
         let req = match method {
             "POST" => self.client.post(url).json(&body.unwrap_or(Value::Null)),
             _ => self.client.get(url),
         };
-        let r = req.header("x-api-key", &t.key).send().await.unwrap();
-        let status = r.status().as_u16();
-        if status >= 400 {
-            let ct = r.headers()["content-type"].to_str().unwrap().to_string();
-            assert_eq!(ct, "application/problem+json");
-        }
-        let v = r.json().await.unwrap_or(Value::Null);
-        if status < 400 {
-            conform::conforms(method, &format!("/flexprice/v1{path}"), status, &v);
-        }
-        (status, v)
+        let req = req.header("x-api-key", &t.key);
+        self.answer(method, &path, req).await
     }
 }
 

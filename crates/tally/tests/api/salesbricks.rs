@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::{App, Tenant, conform, spawn_app};
+use super::{App, Tenant, spawn_app};
 
 impl App {
     /// A request with Salesbricks' key header (and its idempotency header when given).
@@ -15,7 +15,8 @@ impl App {
         body: Option<Value>,
         idem: Option<&str>,
     ) -> (u16, Value) {
-        let url = format!("{}/salesbricks/api/v1{path}", self.base);
+        let path = format!("/salesbricks/api/v1{path}");
+        let url = format!("{}{path}", self.base);
         let req = match method {
             "POST" => self.client.post(url).json(&body.unwrap_or(json!({}))),
             "PATCH" => self.client.patch(url).json(&body.unwrap_or(json!({}))),
@@ -26,17 +27,7 @@ impl App {
         if let Some(k) = idem {
             req = req.header("x-salesbricks-idempotent-operation-key", k);
         }
-        let r = req.send().await.unwrap();
-        let status = r.status().as_u16();
-        if status >= 400 {
-            let ct = r.headers()["content-type"].to_str().unwrap().to_string();
-            assert_eq!(ct, "application/problem+json");
-        }
-        let v = r.json().await.unwrap_or(Value::Null);
-        if status < 400 {
-            conform::conforms(method, &format!("/salesbricks/api/v1{path}"), status, &v);
-        }
-        (status, v)
+        self.answer(method, &path, req).await
     }
 }
 
