@@ -1747,17 +1747,35 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests {
+    /// A database file in the temporary directory, removed with its log files when dropped
+    /// (a failed test included).
+    struct TempDb(std::path::PathBuf);
+
+    impl TempDb {
+        fn new() -> TempDb {
+            let name = format!("tally-store-{}.db", tally_app::ids::new_id("t"));
+            TempDb(std::env::temp_dir().join(name))
+        }
+
+        async fn open(&self) -> super::SqliteStore {
+            super::SqliteStore::connect(&format!("sqlite://{}", self.0.display()))
+                .await
+                .unwrap()
+        }
+    }
+
+    impl Drop for TempDb {
+        fn drop(&mut self) {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
+            }
+        }
+    }
+
     #[tokio::test]
     async fn the_sqlite_store_passes_the_storage_suite() {
-        let path =
-            std::env::temp_dir().join(format!("tally-suite-{}.db", tally_app::ids::new_id("t")));
-        let store = super::SqliteStore::connect(&format!("sqlite://{}", path.display()))
-            .await
-            .unwrap();
-        tally_app::testkit::run_all(std::sync::Arc::new(store)).await;
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-        }
+        let db = TempDb::new();
+        tally_app::testkit::run_all(std::sync::Arc::new(db.open().await)).await;
     }
 
     #[tokio::test]
@@ -1777,11 +1795,8 @@ mod tests {
     #[tokio::test]
     async fn only_claims_commit_without_waiting_for_the_disk() {
         use tally_app::store::Store;
-        let path =
-            std::env::temp_dir().join(format!("tally-sync-{}.db", tally_app::ids::new_id("t")));
-        let store = super::SqliteStore::connect(&format!("sqlite://{}", path.display()))
-            .await
-            .unwrap();
+        let db = TempDb::new();
+        let store = db.open().await;
         assert_eq!(synchronous(&store), 2, "every commit waits for the disk");
         let t = jiff::Timestamp::UNIX_EPOCH;
         // A claim that finds nothing and one on an unknown tenant alike leave the writer as it
@@ -1797,8 +1812,5 @@ mod tests {
             .unwrap();
         assert!(store.claim_due("Ten_none", t, 10, t, t).await.is_err());
         assert_eq!(synchronous(&store), 2);
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-        }
     }
 }
