@@ -656,13 +656,13 @@ pub(crate) fn apply_scheduled(
 /// Removes a scheduled change from the timeline.
 ///
 /// # Errors
-/// No scheduled change with that id.
+/// No scheduled change with that id (named `change_id`, as in the path that names it).
 pub fn cancel_scheduled_change(c: &Contract, id: &str) -> Result<Contract, CoreError> {
     let mut out = c.clone();
     let before = out.scheduled.len();
     out.scheduled.retain(|s| s.id != id);
     if out.scheduled.len() == before {
-        return Err(CoreError::not_found("id", "scheduled change", id));
+        return Err(CoreError::not_found("change_id", "scheduled change", id));
     }
     Ok(out)
 }

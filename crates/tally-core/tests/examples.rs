@@ -2339,10 +2339,8 @@ mod timeline {
         assert_eq!(ids(&c), ["b", "c"]);
         let c = cancel_scheduled_change(&c, "b").unwrap();
         assert_eq!(ids(&c), ["c"]);
-        assert_eq!(
-            cancel_scheduled_change(&c, "b").unwrap_err().code(),
-            "not_found"
-        );
+        let e = cancel_scheduled_change(&c, "b").unwrap_err();
+        assert_eq!((e.code(), e.param()), ("not_found", "change_id"));
         let c = cancel_scheduled_change(&c, "c").unwrap();
         assert!(c.timeline().is_empty());
         // Nothing left to apply: April renews 2 seats.

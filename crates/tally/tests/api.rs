@@ -203,14 +203,11 @@ impl App {
     }
 
     async fn delete(&self, key: &str, path: &str) -> u16 {
-        self.client
+        let req = self
+            .client
             .delete(format!("{}{path}", self.base))
-            .header("wb-key", key)
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
+            .header("wb-key", key);
+        self.answer("DELETE", path, req).await.0
     }
 
     async fn signup(&self, t: &Tenant, seats: &str) -> String {
@@ -422,6 +419,115 @@ async fn a_scheduled_change_applies_when_the_clock_reaches_it() {
     assert_eq!(c["plan"]["slug"], "pro");
     assert_eq!(c["phases"].as_array().unwrap().len(), 2);
     assert_eq!(c["scheduled_changes"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn a_scheduled_change_is_read_and_canceled_before_it_applies() {
+    let app = spawn_app().await;
+    let t = app.tenant().await;
+    let id = app.signup(&t, "4").await;
+    let (s, _) = app
+        .post(
+            &t.key,
+            &format!("/v1/c/contract/{id}/upgrade"),
+            &seats_change("6", "2024-03-16T00:00:00Z"),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (_, list) = app
+        .get(&t.key, &format!("/v1/c/contract/{id}/scheduled_changes"))
+        .await;
+    let change = list[0]["id"].as_str().unwrap().to_string();
+    let path = format!("/v1/c/contract/{id}/scheduled_changes/{change}");
+    let (s, one) = app.get(&t.key, &path).await;
+    assert_eq!(s, 200, "{one}");
+    assert_eq!(one, list[0]);
+    assert_eq!(one["effective_at"], "2024-03-16T00:00:00Z");
+    assert_eq!(one["at_period_end"], false);
+    let (s, left) = app.post(&t.key, &format!("{path}/cancel"), "{}").await;
+    assert_eq!((s, left), (200, json!([])));
+    let (s, _) = app.get(&t.key, &path).await;
+    assert_eq!(s, 404);
+    let (s, v) = app.post(&t.key, &format!("{path}/cancel"), "{}").await;
+    assert_eq!((s, v["param"].as_str()), (404, Some("change_id")), "{v}");
+    // The clock passes the canceled instant: nothing is invoiced until the renewal, which bills
+    // the four seats still in force: 10.00 + 4 x 5.00 = 30.00.
+    let (s, adv) = app
+        .post(
+            &t.key,
+            "/v1/c/test_clock/advance",
+            r#"{"to": "2024-04-01T00:00:00Z"}"#,
+        )
+        .await;
+    assert_eq!(s, 200, "{adv}");
+    let invs = adv["invoices"].as_array().unwrap();
+    assert_eq!(invs.len(), 1, "{adv}");
+    assert_eq!(amounts(&invs[0]), ["10.00", "20.00"]);
+    assert_eq!(invs[0]["reason"], "renewal");
+}
+
+#[tokio::test]
+async fn a_pending_contract_bills_nothing_until_activated() {
+    let app = spawn_app().await;
+    let t = app.tenant().await;
+    let body = json!({"customer": "acme", "plan": "basic", "currency": "usd", "cycle": "month",
+                      "is_pending": true, "unit_count_configuration": {"seats": "2"}});
+    let (s, v) = app.post(&t.key, "/v1/c/contract", &body.to_string()).await;
+    assert_eq!(s, 200, "{v}");
+    let id = v.as_str().unwrap().to_string();
+    let (_, c) = app.get(&t.key, &format!("/v1/c/contract/{id}")).await;
+    assert_eq!(c["contract_summary"]["status"], "pending");
+    let (_, page) = app.get(&t.key, "/v1/c/invoice").await;
+    assert_eq!(page["total"], 0);
+    let (s, adv) = app
+        .post(
+            &t.key,
+            "/v1/c/test_clock/advance",
+            r#"{"to": "2024-03-10T00:00:00Z"}"#,
+        )
+        .await;
+    assert_eq!(s, 200, "{adv}");
+    assert_eq!(adv["invoices"], json!([]));
+    let (s, a) = app
+        .post(&t.key, &format!("/v1/c/contract/{id}/activate"), "{}")
+        .await;
+    assert_eq!(s, 200, "{a}");
+    assert_eq!(a["contract"]["contract_summary"]["status"], "active");
+    let invs = a["invoices"].as_array().unwrap();
+    assert_eq!(invs.len(), 1, "{a}");
+    // A whole period from the activation instant: 10.00 platform + 2 x 5.00 seats.
+    assert_eq!(amounts(&invs[0]), ["10.00", "10.00"]);
+    assert_eq!(
+        a["contract"]["billing_information"]["current_period"]["start"],
+        "2024-03-10T00:00:00Z"
+    );
+}
+
+#[tokio::test]
+async fn a_bulk_of_valid_usage_is_recorded_whole() {
+    let app = spawn_app().await;
+    let t = app.tenant().await;
+    let id = app.signup(&t, "1").await;
+    let (s, v) = app
+        .post(
+            &t.key,
+            "/v1/c/usage/bulk",
+            r#"[{"customer_id": "acme", "feature_slug": "api_calls", "units": "1200", "timestamp": "2024-03-05T00:00:00Z"},
+                {"customer_id": "acme", "feature_slug": "api_calls", "units": "800", "timestamp": "2024-03-20T00:00:00Z"}]"#,
+        )
+        .await;
+    assert_eq!((s, v), (200, json!("Recorded")));
+    let (_, adv) = app
+        .post(
+            &t.key,
+            "/v1/c/test_clock/advance",
+            r#"{"to": "2024-04-01T00:00:00Z"}"#,
+        )
+        .await;
+    let inv = &adv["invoices"][0];
+    // March usage (1200 + 800) x 0.001 = 2.00, then April in advance: 10.00 + 1 x 5.00
+    assert_eq!(amounts(inv), ["2.00", "10.00", "5.00"]);
+    assert_eq!(inv["contract_id"], json!(id));
 }
 
 #[tokio::test]
