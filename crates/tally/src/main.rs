@@ -120,9 +120,10 @@ enum CatalogCommand {
     },
 }
 
-fn init_logs(format: LogFormat) {
+/// Logs to stderr at `default` unless `RUST_LOG` says otherwise.
+fn init_logs(format: LogFormat, default: &str) {
     let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -140,7 +141,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logs(cli.log_format);
+    // A simulation's requests are its report: their log lines would only repeat it.
+    let default = match cli.command {
+        Command::Simulate { .. } => "warn",
+        _ => "info",
+    };
+    init_logs(cli.log_format, default);
     match run(cli.command).await {
         Ok(code) => code,
         Err(e) => {
