@@ -813,6 +813,29 @@ async fn example_upgrade_mid_month_with_seats() {
     );
 }
 
+#[test]
+fn the_simulate_command_prints_its_report_and_nothing_else() {
+    let run = |json: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tally"));
+        cmd.arg("simulate")
+            .arg(example("upgrade-mid-month-with-seats.yaml"))
+            .env_remove("RUST_LOG");
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(stderr, "", "no request log lines by default");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let report = run(false);
+    // The Jan 16 change's invoice: 43.94 net + 8.35 tax = 52.29 (see the test above).
+    assert!(report.contains("gross 52.29"), "{report}");
+    let v: Value = serde_json::from_str(&run(true)).unwrap();
+    assert_eq!(v["invoices"].as_array().map(Vec::len), Some(4));
+}
+
 #[tokio::test]
 async fn example_downgrade_next_cycle() {
     let r = tally::simulate::run(&example("downgrade-next-cycle.yaml"))
