@@ -210,6 +210,15 @@ impl App {
         self.answer("DELETE", path, req).await.0
     }
 
+    /// Moves the tenant's test clock to `to`, running every billing step due on the way;
+    /// answers what the advance did.
+    async fn advance(&self, t: &Tenant, to: &str) -> Value {
+        let body = json!({ "to": to }).to_string();
+        let (s, v) = self.post(&t.key, "/v1/c/test_clock/advance", &body).await;
+        assert_eq!(s, 200, "{v}");
+        v
+    }
+
     async fn signup(&self, t: &Tenant, seats: &str) -> String {
         let body = json!({"customer": "acme", "plan": "basic", "currency": "usd", "cycle": "month",
                           "unit_count_configuration": {"seats": seats}});
@@ -328,14 +337,7 @@ async fn a_key_never_sees_another_tenants_objects_on_postgres() {
 async fn estimate_equals_execution(app: &App) {
     let t = app.tenant().await;
     let id = app.signup(&t, "4").await;
-    let (s, _) = app
-        .post(
-            &t.key,
-            "/v1/c/test_clock/advance",
-            r#"{"to": "2024-03-15T00:00:00Z"}"#,
-        )
-        .await;
-    assert_eq!(s, 200);
+    app.advance(&t, "2024-03-15T00:00:00Z").await;
     let body = seats_change("10", "2024-03-15T00:00:00Z");
     let (s, est) = app
         .post(
@@ -402,14 +404,7 @@ async fn a_scheduled_change_applies_when_the_clock_reaches_it() {
         .get(&t.key, &format!("/v1/c/contract/{id}/scheduled_changes"))
         .await;
     assert_eq!(sched.as_array().unwrap().len(), 1);
-    let (s, adv) = app
-        .post(
-            &t.key,
-            "/v1/c/test_clock/advance",
-            r#"{"to": "2024-04-01T00:00:00Z"}"#,
-        )
-        .await;
-    assert_eq!(s, 200, "{adv}");
+    let adv = app.advance(&t, "2024-04-01T00:00:00Z").await;
     let invs = adv["invoices"].as_array().unwrap();
     assert_eq!(invs.len(), 1);
     // April on Pro: 30.00 platform + 2 x 8.00 seats = 46.00
@@ -452,14 +447,7 @@ async fn a_scheduled_change_is_read_and_canceled_before_it_applies() {
     assert_eq!((s, v["param"].as_str()), (404, Some("change_id")), "{v}");
     // The clock passes the canceled instant: nothing is invoiced until the renewal, which bills
     // the four seats still in force: 10.00 + 4 x 5.00 = 30.00.
-    let (s, adv) = app
-        .post(
-            &t.key,
-            "/v1/c/test_clock/advance",
-            r#"{"to": "2024-04-01T00:00:00Z"}"#,
-        )
-        .await;
-    assert_eq!(s, 200, "{adv}");
+    let adv = app.advance(&t, "2024-04-01T00:00:00Z").await;
     let invs = adv["invoices"].as_array().unwrap();
     assert_eq!(invs.len(), 1, "{adv}");
     assert_eq!(amounts(&invs[0]), ["10.00", "20.00"]);
@@ -479,14 +467,7 @@ async fn a_pending_contract_bills_nothing_until_activated() {
     assert_eq!(c["contract_summary"]["status"], "pending");
     let (_, page) = app.get(&t.key, "/v1/c/invoice").await;
     assert_eq!(page["total"], 0);
-    let (s, adv) = app
-        .post(
-            &t.key,
-            "/v1/c/test_clock/advance",
-            r#"{"to": "2024-03-10T00:00:00Z"}"#,
-        )
-        .await;
-    assert_eq!(s, 200, "{adv}");
+    let adv = app.advance(&t, "2024-03-10T00:00:00Z").await;
     assert_eq!(adv["invoices"], json!([]));
     let (s, a) = app
         .post(&t.key, &format!("/v1/c/contract/{id}/activate"), "{}")
@@ -517,13 +498,7 @@ async fn a_bulk_of_valid_usage_is_recorded_whole() {
         )
         .await;
     assert_eq!((s, v), (200, json!("Recorded")));
-    let (_, adv) = app
-        .post(
-            &t.key,
-            "/v1/c/test_clock/advance",
-            r#"{"to": "2024-04-01T00:00:00Z"}"#,
-        )
-        .await;
+    let adv = app.advance(&t, "2024-04-01T00:00:00Z").await;
     let inv = &adv["invoices"][0];
     // March usage (1200 + 800) x 0.001 = 2.00, then April in advance: 10.00 + 1 x 5.00
     assert_eq!(amounts(inv), ["2.00", "10.00", "5.00"]);
@@ -558,13 +533,7 @@ async fn usage_is_billed_in_arrears() {
         "{v}"
     );
     assert!(v["errors"]["0"].is_null());
-    let (_, adv) = app
-        .post(
-            &t.key,
-            "/v1/c/test_clock/advance",
-            r#"{"to": "2024-04-01T00:00:00Z"}"#,
-        )
-        .await;
+    let adv = app.advance(&t, "2024-04-01T00:00:00Z").await;
     let inv = &adv["invoices"][0];
     // March usage (2500 + 500) x 0.001 = 3.00, then April in advance: 10.00 + 5.00
     assert_eq!(amounts(inv), ["3.00", "10.00", "5.00"]);

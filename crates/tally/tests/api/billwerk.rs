@@ -17,17 +17,6 @@ impl App {
         let req = req.header("authorization", format!("Bearer {}", t.key));
         self.answer(method, &path, req).await
     }
-
-    async fn advance(&self, t: &Tenant, to: &str) {
-        let (s, v) = self
-            .post(
-                &t.key,
-                "/v1/c/test_clock/advance",
-                &json!({ "to": to }).to_string(),
-            )
-            .await;
-        assert_eq!(s, 200, "{v}");
-    }
 }
 
 /// Signs up a new inline customer to `basic` with 3 seats on 2024-03-01; answers the contract.

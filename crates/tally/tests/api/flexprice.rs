@@ -66,14 +66,7 @@ async fn flexprice_preview_equals_the_executed_change() {
     let app = spawn_app().await;
     let t = app.tenant().await;
     let id = subscribed(&app, &t).await;
-    let (s, _) = app
-        .post(
-            &t.key,
-            "/v1/c/test_clock/advance",
-            r#"{"to": "2024-03-15T00:00:00Z"}"#,
-        )
-        .await;
-    assert_eq!(s, 200);
+    app.advance(&t, "2024-03-15T00:00:00Z").await;
 
     let (s, p) = app
         .fp(
@@ -266,14 +259,7 @@ async fn flexprice_schedules_a_change_at_the_period_end_and_refuses_what_it_cann
 async fn flexprice_calendar_subscriptions_start_with_a_prorated_stub() {
     let app = spawn_app().await;
     let t = app.tenant().await;
-    let (s, _) = app
-        .post(
-            &t.key,
-            "/v1/c/test_clock/advance",
-            r#"{"to": "2024-03-16T00:00:00Z"}"#,
-        )
-        .await;
-    assert_eq!(s, 200);
+    app.advance(&t, "2024-03-16T00:00:00Z").await;
     let body = json!({"customer_id": "acme", "plan_id": "basic", "currency": "usd",
         "billing_period": "MONTHLY", "billing_cycle": "calendar"});
     let (s, sub) = app.fp(&t, "POST", "/subscriptions", Some(body)).await;

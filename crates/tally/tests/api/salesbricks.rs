@@ -33,14 +33,7 @@ impl App {
 
 async fn at_mid_march(app: &App, t: &Tenant) -> String {
     let id = app.signup(t, "4").await;
-    let (s, _) = app
-        .post(
-            &t.key,
-            "/v1/c/test_clock/advance",
-            r#"{"to": "2024-03-15T00:00:00Z"}"#,
-        )
-        .await;
-    assert_eq!(s, 200);
+    app.advance(t, "2024-03-15T00:00:00Z").await;
     id
 }
 
