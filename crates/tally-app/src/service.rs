@@ -983,8 +983,8 @@ impl Tally {
                 })
                 .collect();
         let base = BillingContext::new(&catalog, &tenant.settings)?;
-        let mut commits = Vec::new();
-        let mut committed_ids = Vec::new();
+        let mut commits = Vec::with_capacity(contracts.len());
+        let mut committed_ids = Vec::with_capacity(contracts.len());
         let mut alone = Vec::new();
         for stored in contracts {
             let c = &stored.contract;

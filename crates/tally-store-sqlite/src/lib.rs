@@ -513,7 +513,7 @@ fn execute_rows(
 fn write_batch(
     tx: &Connection,
     tenant: &str,
-    commits: &[Commit],
+    commits: &mut [Commit],
     bodies: &[Bodies],
 ) -> StoreResult<Option<Vec<Committed>>> {
     if commits.iter().any(|c| {
@@ -594,29 +594,39 @@ fn write_batch(
             .map_err(be)?;
         seq = last - fresh;
     }
+    // From here on the batch is written whole (or fails whole): the drafts move into the
+    // invoices answered, rather than being copied.
     let mut out = Vec::with_capacity(commits.len());
-    let mut invoices: Vec<(i64, Invoice, &String)> = Vec::new();
-    for (commit, text) in commits.iter().zip(bodies) {
+    let mut texts: Vec<(i64, &String)> = Vec::with_capacity(fresh as usize);
+    for (commit, text) in commits.iter_mut().zip(bodies) {
         let mut done = Committed {
-            invoices: Vec::new(),
+            invoices: Vec::with_capacity(commit.invoices.len()),
             version: commit.contract.as_ref().map_or(0, |(_, v)| v + 1),
         };
-        for (draft, body) in commit.invoices.iter().zip(&text.invoices) {
+        for (draft, body) in std::mem::take(&mut commit.invoices)
+            .into_iter()
+            .zip(&text.invoices)
+        {
             if issued_keys.contains(&draft.step_key) {
                 continue;
             }
             seq += 1;
-            let inv = Invoice {
+            texts.push((seq, body));
+            done.invoices.push(Invoice {
                 id: tally_app::ids::new_id("Inv"),
                 number: invoice_number(draft.issued_at, seq),
                 status: InvoiceStatus::Open,
-                draft: draft.clone(),
-            };
-            invoices.push((seq, inv.clone(), body));
-            done.invoices.push(inv);
+                draft,
+            });
         }
         out.push(done);
     }
+    let issued: Vec<&Invoice> = out.iter().flat_map(|d| &d.invoices).collect();
+    let invoices: Vec<(i64, &Invoice, &String)> = texts
+        .into_iter()
+        .zip(&issued)
+        .map(|((seq, body), inv)| (seq, *inv, body))
+        .collect();
     for chunk in invoices.chunks(ROWS_PER_STATEMENT) {
         let issued: Vec<i64> = chunk
             .iter()
@@ -1262,37 +1272,41 @@ impl Store for SqliteStore {
         commits: Vec<Encoded>,
     ) -> StoreResult<Vec<StoreResult<Committed>>> {
         let tenant = tenant.to_string();
-        let (commits, bodies): (Vec<Commit>, Vec<Bodies>) =
+        let (mut commits, bodies): (Vec<Commit>, Vec<Bodies>) =
             commits.into_iter().map(|e| (e.commit, e.bodies)).unzip();
-        self.with_writer(move |c| {
-            let tx = immediate(c)?;
-            if let Some(done) = write_batch(&tx, &tenant, &commits, &bodies)? {
-                tx.commit().map_err(be)?;
-                return Ok(done.into_iter().map(Ok).collect());
-            }
-            tx.rollback().map_err(be)?;
-            let mut tx = immediate(c)?;
-            let mut out = Vec::with_capacity(commits.len());
-            for (commit, bodies) in commits.into_iter().zip(&bodies) {
-                // Each commit in its own savepoint: a conflict leaves nothing of it behind.
-                let sp = tx.savepoint().map_err(be)?;
-                match write_commit(&sp, &tenant, commit, bodies) {
-                    Err(StoreError::Conflict) => {
-                        // Dropping the savepoint rolls it back.
-                        drop(sp);
-                        out.push(Err(StoreError::Conflict));
-                    }
-                    Err(e) => return Err(e),
-                    Ok(done) => {
-                        sp.commit().map_err(be)?;
-                        out.push(Ok(done));
+        // What the batch leaves (its contracts, events and bodies) comes back to be freed
+        // here rather than on the writer's thread, which the bill run waits on.
+        let (out, _spent) = self
+            .with_writer(move |c| {
+                let tx = immediate(c)?;
+                if let Some(done) = write_batch(&tx, &tenant, &mut commits, &bodies)? {
+                    tx.commit().map_err(be)?;
+                    return Ok((done.into_iter().map(Ok).collect(), (commits, bodies)));
+                }
+                tx.rollback().map_err(be)?;
+                let mut tx = immediate(c)?;
+                let mut out = Vec::with_capacity(commits.len());
+                for (commit, bodies) in commits.into_iter().zip(&bodies) {
+                    // Each commit in its own savepoint: a conflict leaves nothing of it behind.
+                    let sp = tx.savepoint().map_err(be)?;
+                    match write_commit(&sp, &tenant, commit, bodies) {
+                        Err(StoreError::Conflict) => {
+                            // Dropping the savepoint rolls it back.
+                            drop(sp);
+                            out.push(Err(StoreError::Conflict));
+                        }
+                        Err(e) => return Err(e),
+                        Ok(done) => {
+                            sp.commit().map_err(be)?;
+                            out.push(Ok(done));
+                        }
                     }
                 }
-            }
-            tx.commit().map_err(be)?;
-            Ok(out)
-        })
-        .await
+                tx.commit().map_err(be)?;
+                Ok((out, (Vec::new(), bodies)))
+            })
+            .await?;
+        Ok(out)
     }
 
     async fn contracts_by_ids(
