@@ -601,6 +601,11 @@ impl ContractCache {
         }
     }
 
+    /// The contract `tenant`/`id` as last parsed, with its version (which may be old).
+    pub fn latest(&self, tenant: &str, id: &str) -> Option<(i64, Arc<Contract>)> {
+        self.parsed.get(&ContractKey(tenant, id))
+    }
+
     /// Keeps `contract` as parsed at `version`.
     pub fn put(&self, tenant: &str, version: i64, contract: Arc<Contract>) {
         self.parsed.insert(

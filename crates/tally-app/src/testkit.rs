@@ -979,6 +979,20 @@ async fn billing_state_reads_what_bills_a_contract(store: &dyn Store) {
         BTreeMap::from([(Currency::Usd, Decimal::new(500, 2))])
     );
     assert_eq!(*s.catalog, tally_core::examples::basic_catalog().0);
+    // Read again (a store may answer from what it parsed): the same state.
+    let again = store.billing_state(&t.id, &c.id).await.unwrap().unwrap();
+    assert_eq!((&again.contract, again.version), (&s.contract, 1));
+    // A new version is read as written, never an older one kept.
+    let mut changed = c.clone();
+    changed.cancel_at_period_end = true;
+    let commit = Commit {
+        contract: Some((changed.clone(), 1)),
+        ..Default::default()
+    };
+    store.commit(&t.id, commit).await.unwrap();
+    let s = store.billing_state(&t.id, &c.id).await.unwrap().unwrap();
+    assert_eq!((&*s.contract, s.version), (&changed, 2));
+    assert_eq!(s.usage, vec![rec(3, "2024-01-05T00:00:00Z")]);
 
     assert!(
         store

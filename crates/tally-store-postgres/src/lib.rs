@@ -21,7 +21,25 @@ use tally_core::prelude::*;
 pub struct PgStore {
     pool: PgPool,
     catalogs: std::sync::Arc<CatalogCache>,
+    contracts: std::sync::Arc<ContractCache>,
 }
+
+/// Parsed contracts kept for reads that bill (previews and changes), as the SQLite store keeps
+/// them: a few KB each.
+const CACHED_CONTRACTS: usize = 4_096;
+
+/// A contract's billing state but its usage, in one statement (one snapshot, one round trip):
+/// its version; its body unless it is at version `$3` (the one already parsed here); its
+/// customer; the customer's balances; the tenant's catalog.
+const BILLING_STATE: &str = "SELECT c.version,
+        CASE WHEN c.version = $3 THEN NULL ELSE c.body END AS body,
+        (SELECT body FROM customers WHERE tenant_id = $1 AND id = c.customer_id) AS customer,
+        ARRAY(SELECT currency FROM balances WHERE tenant_id = $1 AND customer_id = c.customer_id
+              ORDER BY currency) AS currencies,
+        ARRAY(SELECT amount FROM balances WHERE tenant_id = $1 AND customer_id = c.customer_id
+              ORDER BY currency) AS amounts,
+        (SELECT catalog FROM tenants WHERE id = $1) AS catalog
+     FROM contracts c WHERE c.tenant_id = $1 AND c.id = $2";
 
 fn be(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
@@ -105,6 +123,7 @@ impl PgStore {
         let store = PgStore {
             pool,
             catalogs: std::sync::Arc::new(CatalogCache::default()),
+            contracts: std::sync::Arc::new(ContractCache::new(CACHED_CONTRACTS)),
         };
         store.migrate().await?;
         Ok(store)
@@ -812,6 +831,65 @@ impl Store for PgStore {
             })
         })
         .transpose()
+    }
+
+    async fn billing_state(
+        &self,
+        tenant: &str,
+        contract_id: &str,
+    ) -> StoreResult<Option<BillingState>> {
+        // Two round trips instead of five: the contract with its customer, balances and catalog
+        // in one statement, then the usage since the instant the contract's billing reads from.
+        let cached = self.contracts.latest(tenant, contract_id);
+        let Some(row) = sqlx::query(BILLING_STATE)
+            .bind(tenant)
+            .bind(contract_id)
+            .bind(cached.as_ref().map_or(-1, |(v, _)| *v))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(be)?
+        else {
+            return Ok(None);
+        };
+        let version: i64 = row.get("version");
+        let contract = match (row.get::<Option<String>, _>("body"), cached) {
+            (Some(body), _) => {
+                let parsed = std::sync::Arc::new(from_json::<Contract>(&body)?);
+                self.contracts.put(tenant, version, parsed.clone());
+                parsed
+            }
+            // The body was left out because this version is the one parsed here.
+            (None, Some((_, parsed))) => parsed,
+            (None, None) => return Err(be("a contract was read without its body")),
+        };
+        let currencies: Vec<String> = row.get("currencies");
+        let amounts: Vec<String> = row.get("amounts");
+        let balances = currencies
+            .iter()
+            .zip(&amounts)
+            .map(|(c, a)| {
+                Ok((
+                    Currency::from_str(c).map_err(be)?,
+                    Decimal::from_str(a).map_err(be)?,
+                ))
+            })
+            .collect::<StoreResult<_>>()?;
+        let customer = row
+            .get::<Option<String>, _>("customer")
+            .map(|b| from_json(&b))
+            .transpose()?;
+        let catalog = self.catalogs.get(tenant, row.get("catalog"))?;
+        let usage = self
+            .usage(tenant, &contract.id, usage_since(&contract))
+            .await?;
+        Ok(Some(BillingState {
+            contract,
+            version,
+            usage,
+            customer,
+            balances,
+            catalog,
+        }))
     }
 
     async fn contracts(
