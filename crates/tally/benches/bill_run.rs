@@ -41,6 +41,22 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time this process has used (user and system, all threads), from `/proc/self/stat`: on
+/// this noisy machine a steadier measure of the work a run does than its wall time.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime and stime are the 12th
+    // and 13th, in clock ticks (100 per second on Linux).
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum();
+    ticks as f64 / 100.0
+}
+
 type ContractRow = (
     String,
     String,
@@ -235,8 +251,9 @@ async fn baseline(n: usize, dir: &std::path::Path) -> (f64, u64) {
 }
 
 /// Sets up N due contracts (untimed), then times one bill run over them and checks that every
-/// contract was renewed once and that a second run writes nothing. Returns seconds and invoices.
-async fn bill_run(n: usize, dir: &std::path::Path) -> (f64, usize) {
+/// contract was renewed once and that a second run writes nothing. Returns seconds, CPU seconds
+/// and invoices.
+async fn bill_run(n: usize, dir: &std::path::Path) -> (f64, f64, usize) {
     let url = format!("sqlite://{}/bill.db", dir.display());
     let clock = Arc::new(sqlite::Fixed("2024-01-15T00:00:00Z".parse().unwrap()));
     let tally = Tally {
@@ -247,16 +264,17 @@ async fn bill_run(n: usize, dir: &std::path::Path) -> (f64, usize) {
     // tables, as signup would have left them.
     sqlite::seed(&tally, &url, n).await;
     let until: Timestamp = "2024-02-01T00:00:00Z".parse().unwrap();
-    let start = Instant::now();
+    let (start, cpu) = (Instant::now(), cpu_seconds());
     let issued = tally.bill_run(until, 1000).await.unwrap();
     let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu;
     assert_eq!(issued, n, "every contract renewed once");
     assert_eq!(
         tally.bill_run(until, 1000).await.unwrap(),
         0,
         "a second run writes nothing"
     );
-    (secs, issued)
+    (secs, cpu, issued)
 }
 
 fn main() {
@@ -271,7 +289,7 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("tally-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     rt.block_on(async {
-        let (secs, issued) = bill_run(n, &dir).await;
+        let (secs, cpu, issued) = bill_run(n, &dir).await;
         let rss = peak_rss_kib() / 1024;
         let (base, rows) = baseline(n, &dir).await;
         let bill = rows as f64 / secs;
@@ -286,6 +304,10 @@ fn main() {
             n as f64 / secs
         );
         println!("ratio bill run / baseline: {:.2}", bill / base);
+        println!(
+            "CPU of the bill run (all threads, user and system): {cpu:.2} s, {:.1} us per contract",
+            cpu * 1e6 / n as f64
+        );
         println!("peak RSS of the bill run (setup included): {rss} MiB");
     });
     // TALLY_BENCH_KEEP=1 keeps both databases for inspection.
