@@ -2688,3 +2688,23 @@ mod stored_form {
         assert_eq!(serde_json::from_str::<Contract>(&compact).unwrap(), c);
     }
 }
+
+/// Two renewals due at once: each step carries its own invoice, not the ones before it (the bill
+/// run writes each step's events from them).
+#[test]
+fn each_step_of_an_advance_carries_its_own_invoice() {
+    let cat = small_large();
+    let settings = day_settings();
+    let cx = BillingContext::new(&cat, &settings).unwrap();
+    let c = subscribe(&request("small", Cycle::Month), &cx, ts("2024-03-01"))
+        .unwrap()
+        .contract;
+    let out = run_until(&c, &cx, "2024-05-01");
+    // Renewals on Apr 1 and May 1, each 30.00 (the small plan's flat fee) for its own month.
+    assert_eq!(out.steps.len(), 2);
+    for (step, start) in out.steps.iter().zip(["2024-04-01", "2024-05-01"]) {
+        assert_eq!(step.invoices.len(), 1, "{start}");
+        assert_eq!(step.invoices[0].net.to_string(), "30.00");
+        assert_eq!(step.invoices[0].lines[0].period_start, ts(start));
+    }
+}
