@@ -621,10 +621,10 @@ fn write_batch(
         }
         out.push(done);
     }
-    let issued: Vec<&Invoice> = out.iter().flat_map(|d| &d.invoices).collect();
+    let answered: Vec<&Invoice> = out.iter().flat_map(|d| &d.invoices).collect();
     let invoices: Vec<(i64, &Invoice, &String)> = texts
         .into_iter()
-        .zip(&issued)
+        .zip(&answered)
         .map(|((seq, body), inv)| (seq, *inv, body))
         .collect();
     for chunk in invoices.chunks(ROWS_PER_STATEMENT) {
