@@ -1019,12 +1019,17 @@ impl Tally {
             let (invoices, events) = step_records(&out, &actor);
             committed_ids.push(c.id.clone());
             // Serialized here, while the previous batch is written, rather than in its turn.
-            commits.push(Encoded::new(Commit {
-                contract: Some((out.contract, stored.version)),
-                invoices,
-                events,
-                ..Default::default()
-            })?);
+            // A renewal leaves the contract's terms as read: marked so, a store keeping them
+            // apart writes only the progress.
+            commits.push(Encoded::moved_from(
+                Commit {
+                    contract: Some((out.contract, stored.version)),
+                    invoices,
+                    events,
+                    ..Default::default()
+                },
+                c,
+            )?);
         }
         let moved = customers
             .into_iter()

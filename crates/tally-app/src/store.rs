@@ -156,21 +156,55 @@ pub struct Commit {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bodies {
     /// The contract's body, if the commit writes one.
-    pub contract: Option<String>,
+    pub contract: Option<ContractBody>,
     /// One per invoice draft, in order.
     pub invoices: Vec<String>,
     /// One per event, in order.
     pub events: Vec<String>,
 }
 
+/// A contract's stored JSON in its two parts ([`Contract::terms`], [`Contract::progress`]): a
+/// store may keep them apart and rewrite the terms only when they changed, or keep them joined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContractBody {
+    /// The terms' JSON object.
+    pub terms: String,
+    /// The progress' JSON object.
+    pub progress: String,
+    /// False when the terms are those of the contract as it was read at the commit's expected
+    /// version (a renewal), so a store keeping them apart need not write them again.
+    pub terms_changed: bool,
+}
+
+impl ContractBody {
+    /// The contract's two parts, the terms marked changed.
+    pub fn of(c: &Contract) -> StoreResult<ContractBody> {
+        Ok(ContractBody {
+            terms: json(&c.terms())?,
+            progress: json(&c.progress())?,
+            terms_changed: true,
+        })
+    }
+
+    /// The whole contract's JSON (both parts in one object).
+    pub fn joined(&self) -> String {
+        tally_core::contract::join_stored_parts(&self.terms, &self.progress)
+    }
+}
+
+fn json<T: Serialize>(v: &T) -> StoreResult<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Backend(e.to_string()))
+}
+
 impl Bodies {
     /// Serializes a commit's bodies.
     pub fn of(c: &Commit) -> StoreResult<Bodies> {
-        fn json<T: Serialize>(v: &T) -> StoreResult<String> {
-            serde_json::to_string(v).map_err(|e| StoreError::Backend(e.to_string()))
-        }
         Ok(Bodies {
-            contract: c.contract.as_ref().map(|(c, _)| json(c)).transpose()?,
+            contract: c
+                .contract
+                .as_ref()
+                .map(|(c, _)| ContractBody::of(c))
+                .transpose()?,
             invoices: c.invoices.iter().map(json).collect::<StoreResult<_>>()?,
             events: c.events.iter().map(json).collect::<StoreResult<_>>()?,
         })
@@ -190,6 +224,17 @@ impl Encoded {
     /// Serializes a commit's bodies and keeps them with it.
     pub fn new(commit: Commit) -> StoreResult<Encoded> {
         let bodies = Bodies::of(&commit)?;
+        Ok(Encoded { commit, bodies })
+    }
+
+    /// As [`Encoded::new`], for a commit of `read` (the contract as read at the commit's
+    /// expected version) moved forward: its terms are marked unchanged when they equal
+    /// `read`'s, as after a renewal.
+    pub fn moved_from(commit: Commit, read: &Contract) -> StoreResult<Encoded> {
+        let mut bodies = Bodies::of(&commit)?;
+        if let (Some((c, _)), Some(body)) = (&commit.contract, &mut bodies.contract) {
+            body.terms_changed = c.terms() != read.terms();
+        }
         Ok(Encoded { commit, bodies })
     }
 }

@@ -88,6 +88,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     idempotent_responses(store.as_ref()).await;
     claims_are_disjoint_and_expire(store.as_ref()).await;
     batches_write_together_and_tell_conflicts_apart(store.as_ref()).await;
+    terms_are_written_when_they_change(store.as_ref()).await;
     webhooks_get_deliveries_with_their_events(store.as_ref()).await;
     orders_are_carried_out_once(store.as_ref()).await;
     concurrent_writers_number_gaplessly(store.clone()).await;
@@ -541,6 +542,107 @@ async fn batches_write_together_and_tell_conflicts_apart(store: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(total, 6, "invoices 1-6, none lost, none twice");
+}
+
+/// A renewal batch that leaves a contract's terms marks them unchanged (a store may then write
+/// only the progress); one that changes them, and a single commit, write them: every way of
+/// reading a contract then gives back exactly what was committed.
+async fn terms_are_written_when_they_change(store: &dyn Store) {
+    let t = tenant(store).await;
+    let a = customer(store, &t, "a").await;
+    let mut read = Vec::new();
+    for _ in 0..2 {
+        let (c, invoices) = signed(&a.id, "2024-01-01T00:00:00Z");
+        store
+            .commit(
+                &t.id,
+                Commit {
+                    contract: Some((c.clone(), 0)),
+                    invoices,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        read.push(
+            store
+                .contract(&t.id, &c.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .contract,
+        );
+    }
+    let (catalog, settings) = tally_core::examples::basic_catalog();
+    let cx = BillingContext::new(&catalog, &settings).unwrap();
+    // The first renewed only; the second renewed with a cancellation at the period end asked.
+    let renewed = advance(&read[0], &cx, ts("2024-02-01T00:00:00Z")).unwrap();
+    let mut canceled = advance(&read[1], &cx, ts("2024-02-01T00:00:00Z")).unwrap();
+    canceled.contract.cancel_at_period_end = true;
+    canceled.contract.cancel_at = canceled.contract.period.as_ref().and_then(|p| p.end);
+    let commit = |out: &AdvanceOutcome| Commit {
+        contract: Some((out.contract.clone(), 1)),
+        invoices: out.invoices().cloned().collect(),
+        ..Default::default()
+    };
+    let batch = vec![
+        Encoded::moved_from(commit(&renewed), &read[0]).unwrap(),
+        Encoded::moved_from(commit(&canceled), &read[1]).unwrap(),
+    ];
+    let marks: Vec<bool> = batch
+        .iter()
+        .map(|e| e.bodies.contract.as_ref().unwrap().terms_changed)
+        .collect();
+    assert_eq!(marks, [false, true]);
+    let done = store.commit_batch(&t.id, batch).await.unwrap();
+    assert!(done.iter().all(|r| r.as_ref().unwrap().version == 2));
+    let expected = [renewed.contract.clone(), canceled.contract.clone()];
+    for c in &expected {
+        let s = store.contract(&t.id, &c.id).await.unwrap().unwrap();
+        assert_eq!((&s.contract, s.version), (c, 2));
+        let state = store.billing_state(&t.id, &c.id).await.unwrap().unwrap();
+        assert_eq!(state.contract.as_ref(), c);
+    }
+    let ids: Vec<String> = expected.iter().map(|c| c.id.clone()).collect();
+    let mut by_ids: Vec<Contract> = store
+        .contracts_by_ids(&t.id, &ids)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.contract)
+        .collect();
+    by_ids.sort_by(|x, y| x.id.cmp(&y.id));
+    let mut sorted = expected.to_vec();
+    sorted.sort_by(|x, y| x.id.cmp(&y.id));
+    assert_eq!(by_ids, sorted);
+    let (listed, _) = store
+        .contracts(
+            &t.id,
+            Some(&a.id),
+            &Page {
+                offset: 0,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    let listed: Vec<&Contract> = listed.iter().map(|s| &s.contract).collect();
+    assert_eq!(listed, expected.iter().collect::<Vec<_>>());
+    // A single commit that changes the terms writes them.
+    let mut changed = renewed.contract.clone();
+    changed.next_seq += 1;
+    store
+        .commit(
+            &t.id,
+            Commit {
+                contract: Some((changed.clone(), 2)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let s = store.contract(&t.id, &changed.id).await.unwrap().unwrap();
+    assert_eq!((s.contract, s.version), (changed, 3));
 }
 
 fn endpoint(url: &str, types: &[&str], enabled: bool) -> WebhookEndpoint {

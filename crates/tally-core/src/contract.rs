@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use rust_decimal::Decimal;
+use serde::ser::SerializeStruct;
 use serde::{Deserialize, Serialize};
 
 use crate::calendar::{Alignment, BillingPeriod, Granularity, Schedule, time_zone};
@@ -188,9 +189,10 @@ pub struct PaidSpan {
 
 /// A contract and all the state its billing needs.
 ///
-/// Serialized (how stores keep it, rewritten on every renewal) it is compact: fields at their
-/// defaults are left out, and the current phase's configuration, which is `config`, is written
-/// once. Both the compact and the spelled-out form read back.
+/// Serialized (how stores keep it) it is compact: fields at their defaults are left out, and the
+/// current phase's configuration, which is `config`, is written once. Both the compact and the
+/// spelled-out form read back. It serializes in two parts as well, its [`Contract::terms`] and
+/// its [`Contract::progress`], so a store can rewrite only the progress on a renewal.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(from = "ContractIn")]
 pub struct Contract {
@@ -241,58 +243,202 @@ pub struct Contract {
     pub carried: Vec<InvoiceLine>,
 }
 
-impl Serialize for Contract {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let mut st = s.serialize_struct("Contract", 22)?;
-        // Writes `value` under `name`, or leaves the field out when `skip`.
-        macro_rules! field {
-            ($name:literal, $value:expr, $skip:expr) => {
-                if $skip {
-                    st.skip_field($name)?;
-                } else {
-                    st.serialize_field($name, $value)?;
-                }
-            };
+/// Writes `$value` under `$name` into the struct serializer `$st`, or leaves the field out when
+/// `$skip` (how the compact stored form drops defaults).
+macro_rules! field {
+    ($st:ident, $name:literal, $value:expr, $skip:expr) => {
+        if $skip {
+            $st.skip_field($name)?;
+        } else {
+            $st.serialize_field($name, $value)?;
         }
-        st.serialize_field("id", &self.id)?;
-        st.serialize_field("customer_id", &self.customer_id)?;
-        st.serialize_field("status", &self.status)?;
-        st.serialize_field("created_at", &self.created_at)?;
-        field!("activation", &self.activation, self.activation.is_none());
-        let trial = &self.free_trial_days;
-        field!("free_trial_days", trial, trial.is_none());
-        field!("alignment", &self.alignment, self.alignment.is_none());
-        field!("trial_end", &self.trial_end, self.trial_end.is_none());
-        field!("schedule", &self.schedule, self.schedule.is_none());
-        field!("period", &self.period, self.period.is_none());
-        st.serialize_field("period_idx", &self.period_idx)?;
-        st.serialize_field("config", &self.config)?;
-        let phases: Vec<PhaseOut<'_>> = self
-            .phases
+    };
+}
+
+impl Contract {
+    /// The contract's terms: whose it is, its phases, scheduled changes and cancellation. A
+    /// renewal leaves them as they are, so a store may keep them apart and not rewrite them.
+    pub fn terms(&self) -> ContractTerms<'_> {
+        ContractTerms(self)
+    }
+
+    /// Where the contract's billing stands: the current period, what was billed up to where,
+    /// what the period was paid, lines carried. Every renewal moves it.
+    pub fn progress(&self) -> ContractProgress<'_> {
+        ContractProgress(self)
+    }
+
+    /// The terms' fields into `st` (exhaustive: a new field must be placed in one of the parts).
+    fn write_terms<S: SerializeStruct>(&self, st: &mut S) -> Result<(), S::Error> {
+        let Contract {
+            id,
+            customer_id,
+            status,
+            created_at,
+            activation,
+            free_trial_days,
+            alignment,
+            trial_end,
+            schedule,
+            config,
+            phases,
+            scheduled,
+            next_seq,
+            cancel_at,
+            cancel_at_period_end,
+            ended_at,
+            period: _,
+            period_idx: _,
+            arrears_billed_until: _,
+            usage_billed_until: _,
+            paid: _,
+            carried: _,
+        } = self;
+        st.serialize_field("id", id)?;
+        st.serialize_field("customer_id", customer_id)?;
+        st.serialize_field("status", status)?;
+        st.serialize_field("created_at", created_at)?;
+        field!(st, "activation", activation, activation.is_none());
+        field!(
+            st,
+            "free_trial_days",
+            free_trial_days,
+            free_trial_days.is_none()
+        );
+        field!(st, "alignment", alignment, alignment.is_none());
+        field!(st, "trial_end", trial_end, trial_end.is_none());
+        field!(st, "schedule", schedule, schedule.is_none());
+        st.serialize_field("config", config)?;
+        let phases: Vec<PhaseOut<'_>> = phases
             .iter()
             .enumerate()
             .map(|(i, p)| PhaseOut {
                 start: p.start,
                 end: p.end,
-                config: (i + 1 < self.phases.len() || p.config != self.config).then_some(&p.config),
+                config: (i + 1 < phases.len() || p.config != *config).then_some(&p.config),
             })
             .collect();
-        field!("phases", &phases, phases.is_empty());
-        field!("scheduled", &self.scheduled, self.scheduled.is_empty());
-        field!("next_seq", &self.next_seq, self.next_seq == 0);
-        field!("cancel_at", &self.cancel_at, self.cancel_at.is_none());
-        let at_end = self.cancel_at_period_end;
-        field!("cancel_at_period_end", &at_end, !at_end);
-        field!("ended_at", &self.ended_at, self.ended_at.is_none());
+        field!(st, "phases", &phases, phases.is_empty());
+        field!(st, "scheduled", scheduled, scheduled.is_empty());
+        field!(st, "next_seq", next_seq, *next_seq == 0);
+        field!(st, "cancel_at", cancel_at, cancel_at.is_none());
+        field!(
+            st,
+            "cancel_at_period_end",
+            cancel_at_period_end,
+            !cancel_at_period_end
+        );
+        field!(st, "ended_at", ended_at, ended_at.is_none());
+        Ok(())
+    }
+
+    /// The progress' fields into `st`.
+    fn write_progress<S: SerializeStruct>(&self, st: &mut S) -> Result<(), S::Error> {
+        field!(st, "period", &self.period, self.period.is_none());
+        st.serialize_field("period_idx", &self.period_idx)?;
         let arrears = &self.arrears_billed_until;
-        field!("arrears_billed_until", arrears, arrears.is_none());
+        field!(st, "arrears_billed_until", arrears, arrears.is_none());
         let usage = &self.usage_billed_until;
-        field!("usage_billed_until", usage, usage.is_none());
-        field!("paid", &self.paid, self.paid.is_empty());
-        field!("carried", &self.carried, self.carried.is_empty());
+        field!(st, "usage_billed_until", usage, usage.is_none());
+        field!(st, "paid", &self.paid, self.paid.is_empty());
+        field!(st, "carried", &self.carried, self.carried.is_empty());
+        Ok(())
+    }
+}
+
+impl Serialize for Contract {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("Contract", 22)?;
+        self.write_terms(&mut st)?;
+        self.write_progress(&mut st)?;
         st.end()
     }
+}
+
+/// A contract's terms ([`Contract::terms`]): serialized, the terms' fields of the contract's
+/// stored form; equal when every one of those fields is.
+#[derive(Debug, Clone, Copy)]
+pub struct ContractTerms<'a>(&'a Contract);
+
+impl Serialize for ContractTerms<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("ContractTerms", 16)?;
+        self.0.write_terms(&mut st)?;
+        st.end()
+    }
+}
+
+impl PartialEq for ContractTerms<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        let Contract {
+            id,
+            customer_id,
+            status,
+            created_at,
+            activation,
+            free_trial_days,
+            alignment,
+            trial_end,
+            schedule,
+            config,
+            phases,
+            scheduled,
+            next_seq,
+            cancel_at,
+            cancel_at_period_end,
+            ended_at,
+            period: _,
+            period_idx: _,
+            arrears_billed_until: _,
+            usage_billed_until: _,
+            paid: _,
+            carried: _,
+        } = self.0;
+        let o = other.0;
+        *id == o.id
+            && *customer_id == o.customer_id
+            && *status == o.status
+            && *created_at == o.created_at
+            && *activation == o.activation
+            && *free_trial_days == o.free_trial_days
+            && *alignment == o.alignment
+            && *trial_end == o.trial_end
+            && *schedule == o.schedule
+            && *config == o.config
+            && *phases == o.phases
+            && *scheduled == o.scheduled
+            && *next_seq == o.next_seq
+            && *cancel_at == o.cancel_at
+            && *cancel_at_period_end == o.cancel_at_period_end
+            && *ended_at == o.ended_at
+    }
+}
+
+/// A contract's progress ([`Contract::progress`]): serialized, the rest of its stored form.
+/// The two parts' JSON objects joined ([`join_stored_parts`]) read back as the contract.
+#[derive(Debug, Clone, Copy)]
+pub struct ContractProgress<'a>(&'a Contract);
+
+impl Serialize for ContractProgress<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("ContractProgress", 6)?;
+        self.0.write_progress(&mut st)?;
+        st.end()
+    }
+}
+
+/// The stored JSON of a whole contract from its terms' and its progress' JSON objects (each
+/// `{...}` with at least one field, as they are serialized): one object with the fields of both.
+pub fn join_stored_parts(terms: &str, progress: &str) -> String {
+    let terms = terms.trim_end();
+    let progress = progress.trim_start();
+    let head = terms.strip_suffix('}').unwrap_or(terms);
+    let tail = progress.strip_prefix('{').unwrap_or(progress);
+    let mut out = String::with_capacity(head.len() + tail.len() + 1);
+    out.push_str(head);
+    out.push(',');
+    out.push_str(tail);
+    out
 }
 
 /// A phase as a contract writes it: without its configuration when that is the contract's.

@@ -2647,6 +2647,90 @@ mod stored_form {
     }
 
     #[test]
+    fn a_renewal_moves_only_the_progress_and_the_parts_read_back() {
+        let cat = small_large();
+        let s = day_settings();
+        let cx = BillingContext::new(&cat, &s).unwrap();
+        let c = signup(&cx, "small", Currency::Usd, Cycle::Month, &[], "2024-03-01").contract;
+        let out = run_until(&c, &cx, "2024-04-01");
+        let renewed = &out.contract;
+        assert_eq!(out.steps.len(), 1);
+        // The renewal moved the period and what was paid for it, not the terms.
+        assert!(renewed.terms() == c.terms());
+        assert_ne!(renewed.period, c.period);
+        let terms = serde_json::to_string(&renewed.terms()).unwrap();
+        let progress = serde_json::to_string(&renewed.progress()).unwrap();
+        assert_eq!(terms, serde_json::to_string(&c.terms()).unwrap());
+        let p: serde_json::Value = serde_json::from_str(&progress).unwrap();
+        assert_eq!(
+            p,
+            serde_json::json!({
+                "period": {"start": "2024-04-01T00:00:00Z", "end": "2024-05-01T00:00:00Z"},
+                "period_idx": 2,
+                "arrears_billed_until": "2024-04-01T00:00:00Z",
+                "usage_billed_until": "2024-04-01T00:00:00Z",
+                // small: 30.00 for the whole of April, kept to 12 decimals.
+                "paid": {"base/flat": [{"from": "2024-04-01T00:00:00Z",
+                    "to": "2024-05-01T00:00:00Z", "amount": "30.000000000000"}]}
+            })
+        );
+        // The terms hold none of the progress' fields, and the two joined are the contract.
+        let t: serde_json::Value = serde_json::from_str(&terms).unwrap();
+        for k in p.as_object().unwrap().keys() {
+            assert_eq!(t.get(k), None, "{k}");
+        }
+        let joined = tally_core::contract::join_stored_parts(&terms, &progress);
+        assert_eq!(&serde_json::from_str::<Contract>(&joined).unwrap(), renewed);
+
+        // An upgrade moves the terms (a new phase and configuration).
+        let up = change(
+            renewed,
+            &new_plan("large", &[], on("2024-04-16")),
+            &cx,
+            "2024-04-16",
+        );
+        assert!(up.contract.terms() != renewed.terms());
+        let terms = serde_json::to_string(&up.contract.terms()).unwrap();
+        let progress = serde_json::to_string(&up.contract.progress()).unwrap();
+        let joined = tally_core::contract::join_stored_parts(&terms, &progress);
+        assert_eq!(
+            serde_json::from_str::<Contract>(&joined).unwrap(),
+            up.contract
+        );
+    }
+
+    #[test]
+    fn terms_differ_when_any_of_their_fields_does() {
+        let cat = small_large();
+        let s = day_settings();
+        let cx = BillingContext::new(&cat, &s).unwrap();
+        let c = signup(&cx, "small", Currency::Usd, Cycle::Month, &[], "2024-03-01").contract;
+        type Edit = fn(&mut Contract);
+        let edits: Vec<(&str, Edit)> = vec![
+            ("customer_id", |c| c.customer_id.push('x')),
+            ("status", |c| c.status = ContractStatus::Canceled),
+            ("trial_end", |c| c.trial_end = Some(ts("2024-03-15"))),
+            ("config", |c| c.config.plan_slug.push('x')),
+            ("phases", |c| c.phases[0].end = Some(ts("2024-03-15"))),
+            ("next_seq", |c| c.next_seq += 1),
+            ("cancel_at", |c| c.cancel_at = Some(ts("2024-04-01"))),
+            ("cancel_at_period_end", |c| c.cancel_at_period_end = true),
+            ("ended_at", |c| c.ended_at = Some(ts("2024-04-01"))),
+        ];
+        for (name, edit) in edits {
+            let mut d = c.clone();
+            edit(&mut d);
+            assert!(d.terms() != c.terms(), "{name}");
+        }
+        // The progress' fields are not terms.
+        let mut d = c.clone();
+        d.period_idx += 1;
+        d.paid.clear();
+        d.usage_billed_until = None;
+        assert!(d.terms() == c.terms());
+    }
+
+    #[test]
     fn a_spelled_out_contract_reads_back() {
         // Every field written, defaults included (how contracts were first stored).
         let config = r#"{"plan_id": "Plan_small", "plan_slug": "small", "pricing_id": "Pric_small",

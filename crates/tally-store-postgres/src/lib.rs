@@ -371,7 +371,13 @@ async fn write_batch(
             if let (Some((c, expected)), Some(body)) = (&commit.contract, &bodies.contract) {
                 let status = serde_json::to_value(c.status).map_err(be)?;
                 let status = status.as_str().unwrap_or("active").to_string();
-                rows.push((&c.id, status, next_due(c).map(micros), body, *expected));
+                rows.push((
+                    &c.id,
+                    status,
+                    next_due(c).map(micros),
+                    body.joined(),
+                    *expected,
+                ));
             }
         }
         let mut q = sqlx::QueryBuilder::new("WITH v (id, status, due, body, expected) AS (");

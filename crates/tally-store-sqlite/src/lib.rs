@@ -21,6 +21,7 @@ use rusqlite::types::ToSql;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 use rust_decimal::Decimal;
 use tally_app::store::*;
+use tally_core::contract::join_stored_parts;
 use tally_core::prelude::*;
 
 /// Reader connections: enough for every runtime thread and the blocking tasks that read.
@@ -384,16 +385,25 @@ fn write_commit(
         insert_usage(tx, tenant, &c.id, &commit.usage)?;
     }
     if let Some((c, expected)) = &commit.contract {
-        let body = bodies.contract.as_deref().unwrap_or_default();
+        let Some(body) = &bodies.contract else {
+            return Err(StoreError::Backend(
+                "a contract write needs its body".into(),
+            ));
+        };
         let due = next_due(c).map(micros);
         let status = status_of(c)?;
         if *expected == 0 {
+            tx.prepare_cached("INSERT INTO contract_terms (body) VALUES (?)")
+                .map_err(be)?
+                .execute(params![body.terms])
+                .map_err(be)?;
+            let terms_id = tx.last_insert_rowid();
             tx.prepare_cached(
-                "INSERT INTO contracts (tenant_id, id, customer_id, status, next_due, version, created_seq, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 1, (SELECT COALESCE(MAX(created_seq), 0) + 1 FROM contracts WHERE tenant_id = ?1), ?6)",
+                "INSERT INTO contracts (tenant_id, id, customer_id, status, next_due, version, created_seq, terms_id, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 1, (SELECT COALESCE(MAX(created_seq), 0) + 1 FROM contracts WHERE tenant_id = ?1), ?6, ?7)",
             )
             .map_err(be)?
-            .execute(params![tenant, c.id, c.customer_id, status, due, body])
+            .execute(params![tenant, c.id, c.customer_id, status, due, terms_id, body.progress])
             .map_err(|e| {
                 if is_unique_violation(&e) {
                     StoreError::Duplicate(format!("contract {}", c.id))
@@ -403,16 +413,23 @@ fn write_commit(
             })?;
             version = 1;
         } else {
-            let n = tx
+            let terms_id: Option<i64> = tx
                 .prepare_cached(
                     "UPDATE contracts SET status = ?, next_due = ?, version = version + 1, body = ?
-                     WHERE tenant_id = ? AND id = ? AND version = ?",
+                     WHERE tenant_id = ? AND id = ? AND version = ? RETURNING terms_id",
                 )
                 .map_err(be)?
-                .execute(params![status, due, body, tenant, c.id, expected])
+                .query_row(
+                    params![status, due, body.progress, tenant, c.id, expected],
+                    |r| r.get(0),
+                )
+                .optional()
                 .map_err(be)?;
-            if n != 1 {
+            let Some(terms_id) = terms_id else {
                 return Err(StoreError::Conflict);
+            };
+            if body.terms_changed {
+                write_terms(tx, terms_id, &body.terms)?;
             }
             version = expected + 1;
         }
@@ -470,6 +487,21 @@ fn write_commit(
         invoices: issued,
         version,
     })
+}
+
+/// Rewrites a contract's terms.
+fn write_terms(tx: &Connection, terms_id: i64, body: &str) -> StoreResult<()> {
+    let n = tx
+        .prepare_cached("UPDATE contract_terms SET body = ? WHERE id = ?")
+        .map_err(be)?
+        .execute(params![body, terms_id])
+        .map_err(be)?;
+    if n != 1 {
+        return Err(StoreError::Backend(format!(
+            "contract terms {terms_id} missing"
+        )));
+    }
+    Ok(())
 }
 
 fn insert_event(tx: &Connection, tenant: &str, e: &Event, body: &str) -> StoreResult<()> {
@@ -534,7 +566,7 @@ fn write_batch(
                     c.id.as_str(),
                     status_of(c)?,
                     next_due(c).map(micros),
-                    body,
+                    &body.progress,
                     *expected,
                 ));
             }
@@ -556,6 +588,19 @@ fn write_batch(
     }
     if updated != commits.len() {
         return Ok(None);
+    }
+    // Terms are rewritten only where they changed (a renewal leaves them).
+    for (commit, text) in commits.iter().zip(bodies) {
+        if let (Some((c, _)), Some(body)) = (&commit.contract, &text.contract)
+            && body.terms_changed
+        {
+            let terms_id: i64 = tx
+                .prepare_cached("SELECT terms_id FROM contracts WHERE tenant_id = ? AND id = ?")
+                .map_err(be)?
+                .query_row(params![tenant, c.id], |r| r.get(0))
+                .map_err(be)?;
+            write_terms(tx, terms_id, &body.terms)?;
+        }
     }
     // Invoices already issued for their step (a re-run) are skipped.
     let keys: Vec<&str> = commits
@@ -845,26 +890,35 @@ fn tenant_of((id, name, test_mode, settings, clock, created_at): TenantRow) -> S
     })
 }
 
-fn stored_contract(r: &Row) -> rusqlite::Result<(String, i64)> {
-    Ok((r.get(0)?, r.get(1)?))
+/// The columns a contract is read from, after `SELECT`: its terms, its progress, its version.
+const CONTRACT_COLUMNS: &str =
+    "t.body, c.body, c.version FROM contracts c JOIN contract_terms t ON t.id = c.terms_id";
+
+/// A contract's row read by [`CONTRACT_COLUMNS`].
+type ContractRow = (String, String, i64);
+
+fn stored_contract(r: &Row) -> rusqlite::Result<ContractRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
 }
 
-fn contract_of((body, version): (String, i64)) -> StoreResult<StoredContract> {
+fn contract_of((terms, progress, version): ContractRow) -> StoreResult<StoredContract> {
     Ok(StoredContract {
-        contract: from_json(&body)?,
+        contract: from_json(&join_stored_parts(&terms, &progress))?,
         version,
     })
 }
 
 /// A contract by id, on `c`.
 fn contract_on(c: &Connection, tenant: &str, id: &str) -> StoreResult<Option<StoredContract>> {
-    c.prepare_cached("SELECT body, version FROM contracts WHERE tenant_id = ? AND id = ?")
-        .map_err(be)?
-        .query_row(params![tenant, id], stored_contract)
-        .optional()
-        .map_err(be)?
-        .map(contract_of)
-        .transpose()
+    c.prepare_cached(&format!(
+        "SELECT {CONTRACT_COLUMNS} WHERE c.tenant_id = ? AND c.id = ?"
+    ))
+    .map_err(be)?
+    .query_row(params![tenant, id], stored_contract)
+    .optional()
+    .map_err(be)?
+    .map(contract_of)
+    .transpose()
 }
 
 /// A contract by id and its version, on `c`, parsed only when `cache` does not hold that version.
@@ -875,7 +929,9 @@ fn contract_cached_on(
     id: &str,
 ) -> StoreResult<Option<(Arc<Contract>, i64)>> {
     let mut st = c
-        .prepare_cached("SELECT version, body FROM contracts WHERE tenant_id = ? AND id = ?")
+        .prepare_cached(
+            "SELECT version, terms_id, body FROM contracts WHERE tenant_id = ? AND id = ?",
+        )
         .map_err(be)?;
     let mut rows = st.query(params![tenant, id]).map_err(be)?;
     let Some(row) = rows.next().map_err(be)? else {
@@ -885,8 +941,14 @@ fn contract_cached_on(
     if let Some(parsed) = cache.get(tenant, id, version) {
         return Ok(Some((parsed, version)));
     }
-    let body = row.get_ref(1).map_err(be)?.as_str().map_err(be)?;
-    let parsed = Arc::new(from_json::<Contract>(body)?);
+    let terms_id: i64 = row.get(1).map_err(be)?;
+    let progress = row.get_ref(2).map_err(be)?.as_str().map_err(be)?;
+    let terms: String = c
+        .prepare_cached("SELECT body FROM contract_terms WHERE id = ?")
+        .map_err(be)?
+        .query_row(params![terms_id], |r| r.get(0))
+        .map_err(be)?;
+    let parsed = Arc::new(from_json::<Contract>(&join_stored_parts(&terms, progress))?);
     cache.put(tenant, version, parsed.clone());
     Ok(Some((parsed, version)))
 }
@@ -1174,12 +1236,12 @@ impl Store for SqliteStore {
                 &[&tenant, &customer_id],
             )?;
             let mut st = c
-                .prepare_cached(
-                    "SELECT body, version FROM contracts WHERE tenant_id = ?1 AND (?2 IS NULL OR customer_id = ?2)
-                     ORDER BY created_seq LIMIT ?3 OFFSET ?4",
-                )
+                .prepare_cached(&format!(
+                    "SELECT {CONTRACT_COLUMNS} WHERE c.tenant_id = ?1 AND (?2 IS NULL OR c.customer_id = ?2)
+                     ORDER BY c.created_seq LIMIT ?3 OFFSET ?4"
+                ))
                 .map_err(be)?;
-            let rows: Vec<(String, i64)> = st
+            let rows: Vec<ContractRow> = st
                 .query_map(
                     params![tenant, customer_id, limit(page.limit), limit(page.offset)],
                     stored_contract,
@@ -1317,12 +1379,12 @@ impl Store for SqliteStore {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(500) {
             let sql = format!(
-                "SELECT body, version FROM contracts WHERE tenant_id = ? AND id IN ({})",
+                "SELECT {CONTRACT_COLUMNS} WHERE c.tenant_id = ? AND c.id IN ({})",
                 marks(chunk.len())
             );
             let mut values: Vec<&dyn ToSql> = vec![&tenant];
             values.extend(chunk.iter().map(|k| k as &dyn ToSql));
-            let rows: Vec<(String, i64)> = self.read(|c| {
+            let rows: Vec<ContractRow> = self.read(|c| {
                 let mut st = c.prepare_cached(&sql).map_err(be)?;
                 st.query_map(values.as_slice(), stored_contract)
                     .map_err(be)?
@@ -1798,6 +1860,52 @@ mod tests {
             .await
             .unwrap();
         tally_app::testkit::run_all(std::sync::Arc::new(store)).await;
+    }
+
+    /// Contracts stored whole before the terms moved to their own table are split by the
+    /// migration and read back exactly.
+    #[test]
+    fn the_migration_splits_stored_contracts_into_terms_and_progress() {
+        use tally_core::prelude::*;
+        let c = rusqlite::Connection::open_in_memory().unwrap();
+        let migrator = sqlx::migrate!("./migrations");
+        let (before, after): (Vec<&sqlx::migrate::Migration>, Vec<_>) =
+            migrator.iter().partition(|m| m.version < 9);
+        for m in before {
+            c.execute_batch(&m.sql).unwrap();
+        }
+        let (catalog, settings) = tally_core::examples::basic_catalog();
+        let cx = BillingContext::new(&catalog, &settings).unwrap();
+        let req = SignupRequest::new("Cont_m", "Cust_m", "basic", Currency::Usd, Cycle::Month)
+            .seats("seats", 2);
+        let at: jiff::Timestamp = "2024-01-01T00:00:00Z".parse().unwrap();
+        let mut contract = subscribe(&req, &cx, at).unwrap().contract;
+        contract.cancel_at_period_end = true;
+        let whole = serde_json::to_string(&contract).unwrap();
+        c.execute(
+            "INSERT INTO contracts (tenant_id, id, customer_id, status, next_due, version, created_seq, body)
+             VALUES ('Tnt_m', 'Cont_m', 'Cust_m', 'active', 0, 4, 1, ?)",
+            [&whole],
+        )
+        .unwrap();
+        for m in after {
+            c.execute_batch(&m.sql).unwrap();
+        }
+        let (terms, progress, version): (String, String, i64) = c
+            .query_row(
+                &format!("SELECT {} WHERE c.id = 'Cont_m'", super::CONTRACT_COLUMNS),
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(version, 4);
+        assert_eq!(terms, serde_json::to_string(&contract.terms()).unwrap());
+        assert_eq!(
+            progress,
+            serde_json::to_string(&contract.progress()).unwrap()
+        );
+        let joined = super::join_stored_parts(&terms, &progress);
+        assert_eq!(serde_json::from_str::<Contract>(&joined).unwrap(), contract);
     }
 
     /// The writer's `synchronous` level (0 off, 1 normal, 2 full).

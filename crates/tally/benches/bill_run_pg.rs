@@ -81,7 +81,7 @@ async fn setup(url: &str, n: usize) -> String {
                     .push_bind(s.due)
                     .push_bind(1i64)
                     .push_bind(s.seq)
-                    .push_bind(&s.body);
+                    .push_bind(serde_json::to_string(&s.contract).unwrap());
             });
             q.build().execute(&mut *tx).await.unwrap();
         }

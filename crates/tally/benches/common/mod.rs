@@ -57,8 +57,6 @@ pub struct Signed {
     pub seq: i64,
     /// When its next billing step is due, in microseconds.
     pub due: Option<i64>,
-    /// Its JSON body.
-    pub body: String,
     /// The contract.
     pub contract: Contract,
 }
@@ -89,7 +87,6 @@ pub fn sign_up(
         contracts.push(Signed {
             seq: *i as i64 + 1,
             due: next_due(&c).map(|t| t.as_microsecond()),
-            body: serde_json::to_string(&c).unwrap(),
             contract: c,
         });
     }

@@ -31,12 +31,23 @@ pub async fn seed(tally: &Tally, url: &str, n: usize) -> Tenant {
     let cx = BillingContext::new(&catalog, &tenant.settings).unwrap();
     let used_at: jiff::Timestamp = USED_AT.parse().unwrap();
     let ids: Vec<usize> = (0..n).collect();
+    // The store keeps a contract's terms in their own table, apart from its progress.
+    let terms_base: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM contract_terms")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     for chunk in ids.chunks(1000) {
         let (contracts, usage) = sign_up(chunk, &customers, &cx);
         let mut tx = pool.begin().await.unwrap();
         for rows in contracts.chunks(ROWS) {
+            let mut q = QueryBuilder::new("INSERT INTO contract_terms (id, body) ");
+            q.push_values(rows, |mut b, s| {
+                b.push_bind(terms_base + s.seq)
+                    .push_bind(serde_json::to_string(&s.contract.terms()).unwrap());
+            });
+            q.build().execute(&mut *tx).await.unwrap();
             let mut q = QueryBuilder::new(
-                "INSERT INTO contracts (tenant_id, id, customer_id, status, next_due, version, created_seq, body) ",
+                "INSERT INTO contracts (tenant_id, id, customer_id, status, next_due, version, created_seq, terms_id, body) ",
             );
             q.push_values(rows, |mut b, s| {
                 b.push_bind(&tenant.id)
@@ -46,7 +57,8 @@ pub async fn seed(tally: &Tally, url: &str, n: usize) -> Tenant {
                     .push_bind(s.due)
                     .push_bind(1i64)
                     .push_bind(s.seq)
-                    .push_bind(&s.body);
+                    .push_bind(terms_base + s.seq)
+                    .push_bind(serde_json::to_string(&s.contract.progress()).unwrap());
             });
             q.build().execute(&mut *tx).await.unwrap();
         }
