@@ -167,28 +167,33 @@ pub struct Bodies {
 /// store may keep them apart and rewrite the terms only when they changed, or keep them joined.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContractBody {
-    /// The terms' JSON object.
-    pub terms: String,
+    /// The terms' JSON object; `None` when they are those of the contract as it was read at the
+    /// commit's expected version (a renewal): not even serialized, as nothing needs to write them.
+    pub terms: Option<String>,
     /// The progress' JSON object.
     pub progress: String,
-    /// False when the terms are those of the contract as it was read at the commit's expected
-    /// version (a renewal), so a store keeping them apart need not write them again.
-    pub terms_changed: bool,
 }
 
 impl ContractBody {
-    /// The contract's two parts, the terms marked changed.
+    /// The contract's two parts.
     pub fn of(c: &Contract) -> StoreResult<ContractBody> {
         Ok(ContractBody {
-            terms: json(&c.terms())?,
+            terms: Some(json(&c.terms())?),
             progress: json(&c.progress())?,
-            terms_changed: true,
         })
     }
 
-    /// The whole contract's JSON (both parts in one object).
-    pub fn joined(&self) -> String {
-        tally_core::contract::join_stored_parts(&self.terms, &self.progress)
+    /// The whole JSON of `c`, the contract these are the parts of (for a store keeping them
+    /// joined): the two parts in one object, or `c` serialized whole when its terms were left
+    /// out.
+    pub fn whole(&self, c: &Contract) -> StoreResult<String> {
+        match &self.terms {
+            Some(terms) => Ok(tally_core::contract::join_stored_parts(
+                terms,
+                &self.progress,
+            )),
+            None => json(c),
+        }
     }
 }
 
@@ -228,13 +233,26 @@ impl Encoded {
     }
 
     /// As [`Encoded::new`], for a commit of `read` (the contract as read at the commit's
-    /// expected version) moved forward: its terms are marked unchanged when they equal
-    /// `read`'s, as after a renewal.
+    /// expected version) moved forward: its terms are left out when they equal `read`'s, as
+    /// after a renewal.
     pub fn moved_from(commit: Commit, read: &Contract) -> StoreResult<Encoded> {
-        let mut bodies = Bodies::of(&commit)?;
-        if let (Some((c, _)), Some(body)) = (&commit.contract, &mut bodies.contract) {
-            body.terms_changed = c.terms() != read.terms();
-        }
+        let contract = match &commit.contract {
+            Some((c, _)) if c.terms() == read.terms() => Some(ContractBody {
+                terms: None,
+                progress: json(&c.progress())?,
+            }),
+            Some((c, _)) => Some(ContractBody::of(c)?),
+            None => None,
+        };
+        let bodies = Bodies {
+            contract,
+            invoices: commit
+                .invoices
+                .iter()
+                .map(json)
+                .collect::<StoreResult<_>>()?,
+            events: commit.events.iter().map(json).collect::<StoreResult<_>>()?,
+        };
         Ok(Encoded { commit, bodies })
     }
 }

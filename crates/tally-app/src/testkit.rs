@@ -591,7 +591,7 @@ async fn terms_are_written_when_they_change(store: &dyn Store) {
     ];
     let marks: Vec<bool> = batch
         .iter()
-        .map(|e| e.bodies.contract.as_ref().unwrap().terms_changed)
+        .map(|e| e.bodies.contract.as_ref().unwrap().terms.is_some())
         .collect();
     assert_eq!(marks, [false, true]);
     let done = store.commit_batch(&t.id, batch).await.unwrap();

@@ -375,7 +375,7 @@ async fn write_batch(
                     &c.id,
                     status,
                     next_due(c).map(micros),
-                    body.joined(),
+                    body.whole(c)?,
                     *expected,
                 ));
             }

@@ -393,9 +393,12 @@ fn write_commit(
         let due = next_due(c).map(micros);
         let status = status_of(c)?;
         if *expected == 0 {
+            let Some(terms) = &body.terms else {
+                return Err(StoreError::Backend("a new contract needs its terms".into()));
+            };
             tx.prepare_cached("INSERT INTO contract_terms (body) VALUES (?)")
                 .map_err(be)?
-                .execute(params![body.terms])
+                .execute(params![terms])
                 .map_err(be)?;
             let terms_id = tx.last_insert_rowid();
             tx.prepare_cached(
@@ -428,8 +431,8 @@ fn write_commit(
             let Some(terms_id) = terms_id else {
                 return Err(StoreError::Conflict);
             };
-            if body.terms_changed {
-                write_terms(tx, terms_id, &body.terms)?;
+            if let Some(terms) = &body.terms {
+                write_terms(tx, terms_id, terms)?;
             }
             version = expected + 1;
         }
@@ -592,14 +595,14 @@ fn write_batch(
     // Terms are rewritten only where they changed (a renewal leaves them).
     for (commit, text) in commits.iter().zip(bodies) {
         if let (Some((c, _)), Some(body)) = (&commit.contract, &text.contract)
-            && body.terms_changed
+            && let Some(terms) = &body.terms
         {
             let terms_id: i64 = tx
                 .prepare_cached("SELECT terms_id FROM contracts WHERE tenant_id = ? AND id = ?")
                 .map_err(be)?
                 .query_row(params![tenant, c.id], |r| r.get(0))
                 .map_err(be)?;
-            write_terms(tx, terms_id, &body.terms)?;
+            write_terms(tx, terms_id, terms)?;
         }
     }
     // Invoices already issued for their step (a re-run) are skipped.
