@@ -895,41 +895,53 @@ impl Tally {
                 continue;
             }
             // Two batches in flight: while one is written, the next is read and computed.
+            // Claims take several batches at once: a claim is a write, so while it runs the
+            // worker has nothing to compute.
             let mut pending: Option<Prepared> = None;
+            let size = usize::try_from(batch.max(1)).unwrap_or(usize::MAX);
             loop {
                 let now = self.clock.now();
                 let lease = now
                     .checked_add(jiff::SignedDuration::from_secs(lease_seconds))
                     .unwrap_or(now);
-                let claimed = self.store.claim_due(&tid, until, batch, now, lease).await?;
+                let claimed = self
+                    .store
+                    .claim_due(&tid, until, batch.saturating_mul(CLAIM_BATCHES), now, lease)
+                    .await?;
                 if claimed.is_empty() {
                     if let Some(last) = pending.take() {
                         count += self.finish_batch(&tenant, last, until).await?;
                     }
                     break;
                 }
-                pending = Some(match pending.take() {
-                    None => {
-                        self.prepare_batch(&tenant, &claimed, until, &BTreeSet::new())
-                            .await?
-                    }
-                    Some(prev) => {
-                        // The batch being written may move some customers' credit balances:
-                        // their contracts in the next one wait until it is written.
-                        let busy = prev.moved.clone();
-                        let (written, next) = tokio::join!(
-                            self.finish_batch(&tenant, prev, until),
-                            self.prepare_batch(&tenant, &claimed, until, &busy)
-                        );
-                        count += written?;
-                        next?
-                    }
-                });
+                for ids in claimed.chunks(size) {
+                    pending = Some(match pending.take() {
+                        None => {
+                            self.prepare_batch(&tenant, ids, until, &BTreeSet::new())
+                                .await?
+                        }
+                        Some(prev) => {
+                            // The batch being written may move some customers' credit
+                            // balances: their contracts in the next one wait until it is
+                            // written.
+                            let busy = prev.moved.clone();
+                            let (written, next) = tokio::join!(
+                                self.finish_batch(&tenant, prev, until),
+                                self.prepare_batch(&tenant, ids, until, &busy)
+                            );
+                            count += written?;
+                            next?
+                        }
+                    });
+                }
             }
         }
         Ok(count)
     }
 }
+
+/// How many batches the bill run claims at once.
+const CLAIM_BATCHES: u64 = 4;
 
 impl Tally {
     /// Reads and computes one claimed batch: the contracts, their usage, customers and balances
