@@ -204,12 +204,14 @@ fn json<T: Serialize>(v: &T) -> StoreResult<String> {
 impl Bodies {
     /// Serializes a commit's bodies.
     pub fn of(c: &Commit) -> StoreResult<Bodies> {
+        let contract = c.contract.as_ref().map(|(c, _)| ContractBody::of(c));
+        Bodies::with_contract(c, contract.transpose()?)
+    }
+
+    /// The commit's invoice and event bodies serialized, beside the contract's given.
+    fn with_contract(c: &Commit, contract: Option<ContractBody>) -> StoreResult<Bodies> {
         Ok(Bodies {
-            contract: c
-                .contract
-                .as_ref()
-                .map(|(c, _)| ContractBody::of(c))
-                .transpose()?,
+            contract,
             invoices: c.invoices.iter().map(json).collect::<StoreResult<_>>()?,
             events: c.events.iter().map(json).collect::<StoreResult<_>>()?,
         })
@@ -244,15 +246,7 @@ impl Encoded {
             Some((c, _)) => Some(ContractBody::of(c)?),
             None => None,
         };
-        let bodies = Bodies {
-            contract,
-            invoices: commit
-                .invoices
-                .iter()
-                .map(json)
-                .collect::<StoreResult<_>>()?,
-            events: commit.events.iter().map(json).collect::<StoreResult<_>>()?,
-        };
+        let bodies = Bodies::with_contract(&commit, contract)?;
         Ok(Encoded { commit, bodies })
     }
 }

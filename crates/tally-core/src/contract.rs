@@ -268,8 +268,9 @@ impl Contract {
         ContractProgress(self)
     }
 
-    /// The terms' fields into `st` (exhaustive: a new field must be placed in one of the parts).
-    fn write_terms<S: SerializeStruct>(&self, st: &mut S) -> Result<(), S::Error> {
+    /// References to the terms' fields (exhaustive: a new field must be placed in one of the
+    /// parts), which both their serialization and their equality read.
+    fn terms_fields(&self) -> TermsFields<'_> {
         let Contract {
             id,
             customer_id,
@@ -294,6 +295,46 @@ impl Contract {
             paid: _,
             carried: _,
         } = self;
+        TermsFields {
+            id,
+            customer_id,
+            status,
+            created_at,
+            activation,
+            free_trial_days,
+            alignment,
+            trial_end,
+            schedule,
+            config,
+            phases,
+            scheduled,
+            next_seq,
+            cancel_at,
+            cancel_at_period_end,
+            ended_at,
+        }
+    }
+
+    /// The terms' fields into `st`.
+    fn write_terms<S: SerializeStruct>(&self, st: &mut S) -> Result<(), S::Error> {
+        let TermsFields {
+            id,
+            customer_id,
+            status,
+            created_at,
+            activation,
+            free_trial_days,
+            alignment,
+            trial_end,
+            schedule,
+            config,
+            phases,
+            scheduled,
+            next_seq,
+            cancel_at,
+            cancel_at_period_end,
+            ended_at,
+        } = self.terms_fields();
         st.serialize_field("id", id)?;
         st.serialize_field("customer_id", customer_id)?;
         st.serialize_field("status", status)?;
@@ -370,48 +411,29 @@ impl Serialize for ContractTerms<'_> {
 
 impl PartialEq for ContractTerms<'_> {
     fn eq(&self, other: &Self) -> bool {
-        let Contract {
-            id,
-            customer_id,
-            status,
-            created_at,
-            activation,
-            free_trial_days,
-            alignment,
-            trial_end,
-            schedule,
-            config,
-            phases,
-            scheduled,
-            next_seq,
-            cancel_at,
-            cancel_at_period_end,
-            ended_at,
-            period: _,
-            period_idx: _,
-            arrears_billed_until: _,
-            usage_billed_until: _,
-            paid: _,
-            carried: _,
-        } = self.0;
-        let o = other.0;
-        *id == o.id
-            && *customer_id == o.customer_id
-            && *status == o.status
-            && *created_at == o.created_at
-            && *activation == o.activation
-            && *free_trial_days == o.free_trial_days
-            && *alignment == o.alignment
-            && *trial_end == o.trial_end
-            && *schedule == o.schedule
-            && *config == o.config
-            && *phases == o.phases
-            && *scheduled == o.scheduled
-            && *next_seq == o.next_seq
-            && *cancel_at == o.cancel_at
-            && *cancel_at_period_end == o.cancel_at_period_end
-            && *ended_at == o.ended_at
+        self.0.terms_fields() == other.0.terms_fields()
     }
+}
+
+/// The terms' fields of a contract, borrowed.
+#[derive(PartialEq)]
+struct TermsFields<'a> {
+    id: &'a String,
+    customer_id: &'a String,
+    status: &'a ContractStatus,
+    created_at: &'a Timestamp,
+    activation: &'a Option<Timestamp>,
+    free_trial_days: &'a Option<u32>,
+    alignment: &'a Option<Alignment>,
+    trial_end: &'a Option<Timestamp>,
+    schedule: &'a Option<Schedule>,
+    config: &'a Configuration,
+    phases: &'a Vec<Phase>,
+    scheduled: &'a Vec<ScheduledChange>,
+    next_seq: &'a u64,
+    cancel_at: &'a Option<Timestamp>,
+    cancel_at_period_end: &'a bool,
+    ended_at: &'a Option<Timestamp>,
 }
 
 /// A contract's progress ([`Contract::progress`]): serialized, the rest of its stored form.

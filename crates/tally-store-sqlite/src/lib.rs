@@ -597,12 +597,20 @@ fn write_batch(
         if let (Some((c, _)), Some(body)) = (&commit.contract, &text.contract)
             && let Some(terms) = &body.terms
         {
-            let terms_id: i64 = tx
-                .prepare_cached("SELECT terms_id FROM contracts WHERE tenant_id = ? AND id = ?")
+            let n = tx
+                .prepare_cached(
+                    "UPDATE contract_terms SET body = ?
+                     WHERE id = (SELECT terms_id FROM contracts WHERE tenant_id = ? AND id = ?)",
+                )
                 .map_err(be)?
-                .query_row(params![tenant, c.id], |r| r.get(0))
+                .execute(params![terms, tenant, c.id])
                 .map_err(be)?;
-            write_terms(tx, terms_id, terms)?;
+            if n != 1 {
+                return Err(StoreError::Backend(format!(
+                    "terms of contract {} missing",
+                    c.id
+                )));
+            }
         }
     }
     // Invoices already issued for their step (a re-run) are skipped.
