@@ -223,11 +223,13 @@ fn events_for(
     actor.event(kind, Some(c.id.clone()), at, data)
 }
 
-/// The invoices and events of the billing steps an advance ran.
-fn step_records(out: &AdvanceOutcome, actor: &Actor) -> (Vec<InvoiceDraft>, Vec<Event>) {
-    let invoices: Vec<InvoiceDraft> = out.invoices().cloned().collect();
-    let mut events = invoice_events(&out.contract, &invoices, actor);
-    for s in &out.steps {
+/// The contract, invoices and events of the billing steps an advance ran; the invoices move out
+/// of the outcome rather than being copied.
+fn step_records(out: AdvanceOutcome, actor: &Actor) -> (Contract, Vec<InvoiceDraft>, Vec<Event>) {
+    let AdvanceOutcome { contract, steps } = out;
+    let mut invoices = Vec::with_capacity(steps.len());
+    let mut marks = Vec::with_capacity(steps.len());
+    for s in steps {
         let kind = match &s.kind {
             StepKind::Activation => "v1.contract.signature.completed",
             StepKind::ScheduledChange { .. } => "v1.contract.change.applied",
@@ -235,15 +237,14 @@ fn step_records(out: &AdvanceOutcome, actor: &Actor) -> (Vec<InvoiceDraft>, Vec<
             StepKind::TrialEnd => "v1.contract.trial.ended",
             StepKind::Renewal => "v1.contract.renewed",
         };
-        events.push(events_for(
-            &out.contract,
-            kind,
-            s.at,
-            actor,
-            json!({ "step": s.kind, "dropped": s.dropped }),
-        ));
+        marks.push((kind, s.at, json!({ "step": s.kind, "dropped": s.dropped })));
+        invoices.extend(s.invoices);
     }
-    (invoices, events)
+    let mut events = invoice_events(&contract, &invoices, actor);
+    for (kind, at, data) in marks {
+        events.push(events_for(&contract, kind, at, actor, data));
+    }
+    (contract, invoices, events)
 }
 
 fn invoice_events(c: &Contract, invoices: &[InvoiceDraft], actor: &Actor) -> Vec<Event> {
@@ -802,13 +803,13 @@ impl Tally {
             if out.steps.is_empty() {
                 return Ok(Vec::new());
             }
-            let (invoices, events) = step_records(&out, actor);
+            let (contract, invoices, events) = step_records(out, actor);
             match self
                 .store
                 .commit(
                     &tenant.id,
                     Commit {
-                        contract: Some((out.contract, loaded.version)),
+                        contract: Some((contract, loaded.version)),
                         invoices,
                         events,
                         ..Default::default()
@@ -1028,14 +1029,14 @@ impl Tally {
             *moved = out
                 .invoices()
                 .any(|i| !i.credit_applied.is_zero() || !i.credit_added.is_zero());
-            let (invoices, events) = step_records(&out, &actor);
+            let (contract, invoices, events) = step_records(out, &actor);
             committed_ids.push(c.id.clone());
             // Serialized here, while the previous batch is written, rather than in its turn.
             // A renewal leaves the contract's terms as read: marked so, a store keeping them
             // apart writes only the progress.
             commits.push(Encoded::moved_from(
                 Commit {
-                    contract: Some((out.contract, stored.version)),
+                    contract: Some((contract, stored.version)),
                     invoices,
                     events,
                     ..Default::default()

@@ -7,6 +7,7 @@
 //! due (each step also carries a unique `step_key` for the store).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use jiff::{Timestamp, ToSpan};
 use rust_decimal::Decimal;
@@ -118,10 +119,11 @@ pub(crate) fn switch_config(c: &mut Contract, new: Configuration, t: Timestamp) 
     if let Some(last) = c.phases.last_mut() {
         last.end = Some(t);
     }
+    let new = Arc::new(new);
     c.phases.push(Phase {
         start: t,
         end: None,
-        config: new.clone(),
+        config: Arc::clone(&new),
     });
     c.config = new;
 }
@@ -668,12 +670,11 @@ pub fn advance(
         if steps.len() >= MAX_STEPS {
             return Err(CoreError::Overflow);
         }
-        let before = run.invoices.len();
         let dropped = run_step(&mut c, &mut run, at, &kind)?;
         steps.push(StepRecord {
             at,
             kind,
-            invoices: run.invoices[before..].to_vec(),
+            invoices: std::mem::take(&mut run.invoices),
             dropped,
         });
     }
@@ -804,7 +805,7 @@ pub fn subscribe(
         schedule: None,
         period: None,
         period_idx: 0,
-        config,
+        config: Arc::new(config),
         phases: Vec::new(),
         scheduled: Vec::new(),
         next_seq: 0,

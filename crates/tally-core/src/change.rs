@@ -2,6 +2,8 @@
 //! change at an instant (the new phases, the invoice it issues now, the scheduled changes after
 //! it). A preview and an execution both call it, so they cannot differ.
 
+use std::sync::Arc;
+
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -241,7 +243,7 @@ pub fn plan_change(
         let new = resolve_change(&c.config, &req.change, cx, at, 1)?;
         let is_downgrade = new.yearly_rate()?.cmp_exact(old_rate)?.is_lt();
         let mut out = c.clone();
-        out.config = new;
+        out.config = Arc::new(new);
         return Ok(ChangeOutcome {
             contract: out,
             invoice: None,
@@ -421,7 +423,7 @@ fn apply_now(
         c.schedule = Some(schedule);
         c.period = Some(BillingPeriod::from_schedule(&schedule, t, &cx.tz)?);
         c.period_idx += 1;
-        if new_discount && let Some(d) = c.config.discount.as_mut() {
+        if new_discount && let Some(d) = Arc::make_mut(&mut c.config).discount.as_mut() {
             d.first_period = c.period_idx;
         }
         c.paid.clear();

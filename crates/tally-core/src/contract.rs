@@ -3,6 +3,7 @@
 //! context every billing computation runs in.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
@@ -97,8 +98,9 @@ pub struct Phase {
     /// When the next phase replaced it (`None` for the current one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end: Option<Timestamp>,
-    /// The configuration.
-    pub config: Configuration,
+    /// The configuration (shared: phases and the contract hold the same one, and copies of a
+    /// contract do not copy it).
+    pub config: Arc<Configuration>,
 }
 
 /// How a change is prorated.
@@ -218,8 +220,8 @@ pub struct Contract {
     pub period: Option<BillingPeriod>,
     /// Index of the current period, from 1 (0 during a trial or before activation).
     pub period_idx: u32,
-    /// The configuration in force.
-    pub config: Configuration,
+    /// The configuration in force (shared with its phase).
+    pub config: Arc<Configuration>,
     /// History: every configuration with its time span.
     pub phases: Vec<Phase>,
     /// Changes waiting for their instant, in time order.
@@ -427,7 +429,7 @@ struct TermsFields<'a> {
     alignment: &'a Option<Alignment>,
     trial_end: &'a Option<Timestamp>,
     schedule: &'a Option<Schedule>,
-    config: &'a Configuration,
+    config: &'a Arc<Configuration>,
     phases: &'a Vec<Phase>,
     scheduled: &'a Vec<ScheduledChange>,
     next_seq: &'a u64,
@@ -470,7 +472,7 @@ struct PhaseOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     end: Option<Timestamp>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    config: Option<&'a Configuration>,
+    config: Option<&'a Arc<Configuration>>,
 }
 
 /// A phase as read back: no configuration means the contract's.
@@ -480,7 +482,7 @@ struct PhaseIn {
     #[serde(default)]
     end: Option<Timestamp>,
     #[serde(default)]
-    config: Option<Configuration>,
+    config: Option<Arc<Configuration>>,
 }
 
 /// A contract as read back, compact or spelled out.
@@ -503,7 +505,7 @@ struct ContractIn {
     #[serde(default)]
     period: Option<BillingPeriod>,
     period_idx: u32,
-    config: Configuration,
+    config: Arc<Configuration>,
     #[serde(default)]
     phases: Vec<PhaseIn>,
     #[serde(default)]
@@ -534,7 +536,7 @@ impl From<ContractIn> for Contract {
             .map(|p| Phase {
                 start: p.start,
                 end: p.end,
-                config: p.config.unwrap_or_else(|| c.config.clone()),
+                config: p.config.unwrap_or_else(|| Arc::clone(&c.config)),
             })
             .collect();
         Contract {

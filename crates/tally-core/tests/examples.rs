@@ -2710,7 +2710,9 @@ mod stored_form {
             ("customer_id", |c| c.customer_id.push('x')),
             ("status", |c| c.status = ContractStatus::Canceled),
             ("trial_end", |c| c.trial_end = Some(ts("2024-03-15"))),
-            ("config", |c| c.config.plan_slug.push('x')),
+            ("config", |c| {
+                std::sync::Arc::make_mut(&mut c.config).plan_slug.push('x')
+            }),
             ("phases", |c| c.phases[0].end = Some(ts("2024-03-15"))),
             ("next_seq", |c| c.next_seq += 1),
             ("cancel_at", |c| c.cancel_at = Some(ts("2024-04-01"))),

@@ -905,16 +905,19 @@ fn tenant_of((id, name, test_mode, settings, clock, created_at): TenantRow) -> S
 const CONTRACT_COLUMNS: &str =
     "t.body, c.body, c.version FROM contracts c JOIN contract_terms t ON t.id = c.terms_id";
 
-/// A contract's row read by [`CONTRACT_COLUMNS`].
-type ContractRow = (String, String, i64);
+/// A contract's row read by [`CONTRACT_COLUMNS`]: its stored JSON, terms and progress joined
+/// straight from the row's text, and its version.
+type ContractRow = (String, i64);
 
 fn stored_contract(r: &Row) -> rusqlite::Result<ContractRow> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    let terms = r.get_ref(0)?.as_str()?;
+    let progress = r.get_ref(1)?.as_str()?;
+    Ok((join_stored_parts(terms, progress), r.get(2)?))
 }
 
-fn contract_of((terms, progress, version): ContractRow) -> StoreResult<StoredContract> {
+fn contract_of((body, version): ContractRow) -> StoreResult<StoredContract> {
     Ok(StoredContract {
-        contract: from_json(&join_stored_parts(&terms, &progress))?,
+        contract: from_json(&body)?,
         version,
     })
 }
