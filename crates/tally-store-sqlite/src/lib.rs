@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,6 +28,12 @@ use tally_core::prelude::*;
 /// Reader connections: enough for every runtime thread and the blocking tasks that read.
 const READERS: u32 = 8;
 
+/// The page size of a new database file, in bytes.
+const PAGE_SIZE: i64 = 16_384;
+
+/// How often the checkpointer looks for writes to copy back into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
 /// A Tally store in one SQLite file.
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -34,6 +41,9 @@ pub struct SqliteStore {
     /// only on the writer connection.
     readers: Option<r2d2::Pool<SqliteConnectionManager>>,
     writer: Arc<Mutex<Connection>>,
+    /// Counts write transactions for the checkpointer of a database file; dropping the last
+    /// clone of the store stops it.
+    checkpoints: Option<Arc<Checkpointer>>,
     url: String,
     catalogs: Arc<CatalogCache>,
     contracts: Arc<ContractCache>,
@@ -109,14 +119,18 @@ fn file_of(url: &str) -> Option<PathBuf> {
 /// Applies the connection settings every connection uses.
 fn configure(c: &Connection) -> rusqlite::Result<()> {
     c.busy_timeout(Duration::from_secs(10))?;
+    // A new database is made with 16 KiB pages (an existing one keeps its own): a bill-run
+    // batch then writes a quarter as many log frames, each with its own header, checksum and
+    // write, and the trees are shallower.
+    c.pragma_update(None, "page_size", PAGE_SIZE)?;
     c.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))?;
     c.pragma_update(None, "synchronous", "FULL")?;
     c.pragma_update(None, "foreign_keys", "ON")?;
     c.pragma_update(None, "cache_size", -16384)?;
-    // The log is copied back into the database every 8,192 pages (32 MiB) instead of 1,000: a
-    // bill-run batch writes ~750, so the default copied and synced the database file after
-    // nearly every batch.
-    c.pragma_update(None, "wal_autocheckpoint", 8192)?;
+    // The log is copied back into the database by the store's checkpointer thread, off the
+    // writer; a commit does it only if the log has grown this far (256 MiB at 16 KiB pages)
+    // anyway, as when the checkpointer cannot keep up.
+    c.pragma_update(None, "wal_autocheckpoint", 16_384)?;
     c.set_prepared_statement_cache_capacity(64);
     Ok(())
 }
@@ -150,6 +164,54 @@ fn marks(n: usize) -> String {
     vec!["?"; n].join(", ")
 }
 
+/// Copies the write-ahead log back into the database file on a thread of its own, with its
+/// own connection, a few times a second while there are writes: a checkpoint copies and syncs
+/// tens of MB, which inside a commit held up the writer and the bill run waiting on it. The
+/// checkpoint is passive: it never blocks the writer or a reader.
+struct Checkpointer {
+    /// Write transactions so far.
+    writes: Arc<AtomicU64>,
+    /// Dropped with the store: the thread then stops.
+    _stop: std::sync::mpsc::Sender<()>,
+}
+
+impl Checkpointer {
+    fn start(path: &std::path::Path) -> StoreResult<Checkpointer> {
+        let c = Connection::open(path).map_err(be)?;
+        configure(&c).map_err(be)?;
+        let writes = Arc::new(AtomicU64::new(0));
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let seen = Arc::clone(&writes);
+        std::thread::Builder::new()
+            .name("tally-checkpoint".into())
+            .spawn(move || {
+                let mut done = 0;
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(CHECKPOINT_EVERY)
+                {
+                    let now = seen.load(Ordering::Relaxed);
+                    if now == done {
+                        continue;
+                    }
+                    done = now;
+                    if let Err(e) = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                        tracing::warn!(error = %e, "checkpoint failed");
+                    }
+                }
+            })
+            .map_err(be)?;
+        Ok(Checkpointer {
+            writes,
+            _stop: stop,
+        })
+    }
+
+    /// Notes a write transaction on the writer.
+    fn written(&self) {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating the file if needed) and migrates the database at `url`
     /// (`sqlite://tally.db`, `sqlite::memory:`).
@@ -172,9 +234,14 @@ impl SqliteStore {
             None => (Connection::open_in_memory().map_err(be)?, None),
         };
         configure(&writer).map_err(be)?;
+        let checkpoints = match file_of(url) {
+            Some(path) => Some(Arc::new(Checkpointer::start(&path)?)),
+            None => None,
+        };
         let store = SqliteStore {
             readers,
             writer: Arc::new(Mutex::new(writer)),
+            checkpoints,
             url: url.to_string(),
             catalogs: Arc::new(CatalogCache::default()),
             contracts: Arc::new(ContractCache::new(CACHED_CONTRACTS)),
@@ -238,11 +305,16 @@ impl SqliteStore {
         f: impl FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
         let writer = self.writer.clone();
+        let checkpoints = self.checkpoints.clone();
         tokio::task::spawn_blocking(move || {
             let mut c = writer
                 .lock()
                 .map_err(|_| be("the writer connection is poisoned"))?;
-            f(&mut c)
+            let out = f(&mut c);
+            if let Some(k) = checkpoints {
+                k.written();
+            }
+            out
         })
         .await
         .map_err(be)?
@@ -1350,39 +1422,38 @@ impl Store for SqliteStore {
         let tenant = tenant.to_string();
         let (mut commits, bodies): (Vec<Commit>, Vec<Bodies>) =
             commits.into_iter().map(|e| (e.commit, e.bodies)).unzip();
-        // What the batch leaves (its contracts, events and bodies) comes back to be freed
-        // here rather than on the writer's thread, which the bill run waits on.
-        let (out, _spent) = self
-            .with_writer(move |c| {
-                let tx = immediate(c)?;
-                if let Some(done) = write_batch(&tx, &tenant, &mut commits, &bodies)? {
-                    tx.commit().map_err(be)?;
-                    return Ok((done.into_iter().map(Ok).collect(), (commits, bodies)));
-                }
-                tx.rollback().map_err(be)?;
-                let mut tx = immediate(c)?;
-                let mut out = Vec::with_capacity(commits.len());
-                for (commit, bodies) in commits.into_iter().zip(&bodies) {
-                    // Each commit in its own savepoint: a conflict leaves nothing of it behind.
-                    let sp = tx.savepoint().map_err(be)?;
-                    match write_commit(&sp, &tenant, commit, bodies) {
-                        Err(StoreError::Conflict) => {
-                            // Dropping the savepoint rolls it back.
-                            drop(sp);
-                            out.push(Err(StoreError::Conflict));
-                        }
-                        Err(e) => return Err(e),
-                        Ok(done) => {
-                            sp.commit().map_err(be)?;
-                            out.push(Ok(done));
-                        }
+        // What the batch leaves (its contracts, events and bodies) is freed on the writer's
+        // thread, after the commit: the thread that reads and computes the next batch has
+        // the more work.
+        self.with_writer(move |c| {
+            let tx = immediate(c)?;
+            if let Some(done) = write_batch(&tx, &tenant, &mut commits, &bodies)? {
+                tx.commit().map_err(be)?;
+                return Ok(done.into_iter().map(Ok).collect());
+            }
+            tx.rollback().map_err(be)?;
+            let mut tx = immediate(c)?;
+            let mut out = Vec::with_capacity(commits.len());
+            for (commit, bodies) in commits.into_iter().zip(&bodies) {
+                // Each commit in its own savepoint: a conflict leaves nothing of it behind.
+                let sp = tx.savepoint().map_err(be)?;
+                match write_commit(&sp, &tenant, commit, bodies) {
+                    Err(StoreError::Conflict) => {
+                        // Dropping the savepoint rolls it back.
+                        drop(sp);
+                        out.push(Err(StoreError::Conflict));
+                    }
+                    Err(e) => return Err(e),
+                    Ok(done) => {
+                        sp.commit().map_err(be)?;
+                        out.push(Ok(done));
                     }
                 }
-                tx.commit().map_err(be)?;
-                Ok((out, (Vec::new(), bodies)))
-            })
-            .await?;
-        Ok(out)
+            }
+            tx.commit().map_err(be)?;
+            Ok(out)
+        })
+        .await
     }
 
     async fn contracts_by_ids(
@@ -1874,6 +1945,42 @@ mod tests {
             .await
             .unwrap();
         tally_app::testkit::run_all(std::sync::Arc::new(store)).await;
+    }
+
+    /// A new database file is made with 16 KiB pages, and the log its writes leave is copied
+    /// back into it by the store's checkpointer thread, not by a commit: the database file
+    /// grows (the tables' pages arrive in it) without anything else checkpointing.
+    #[tokio::test]
+    async fn a_new_database_has_large_pages_and_its_log_is_checkpointed_by_a_thread() {
+        use tally_app::store::{Store, Tenant};
+        let db = TempDb::new();
+        let store = db.open().await;
+        let page: i64 = rusqlite::Connection::open(&db.0)
+            .unwrap()
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(page, 16_384);
+        let size = || std::fs::metadata(&db.0).unwrap().len();
+        let before = size();
+        let at = "2024-01-01T00:00:00Z".parse().unwrap();
+        let tenant = Tenant {
+            id: tally_app::ids::new_id("Ten"),
+            name: "checkpoint".into(),
+            test_mode: true,
+            settings: Default::default(),
+            clock: Some(at),
+            created_at: at,
+        };
+        store.create_tenant(&tenant, "hash").await.unwrap();
+        // The checkpointer looks every 200 ms; a loaded machine gets ten seconds.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while size() <= before && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(
+            size() > before,
+            "the database file is still {before} bytes: nothing was checkpointed"
+        );
     }
 
     /// Contracts stored whole before the terms moved to their own table are split by the
