@@ -74,6 +74,29 @@ fn signed(customer: &str, at: &str) -> (Contract, Vec<InvoiceDraft>) {
     (out.contract, out.invoices)
 }
 
+/// Signs a contract for `customer` at `at` and commits it with its signup invoice, on tenant
+/// `tenant`: the contract and what the store answered.
+async fn commit_signed(
+    store: &dyn Store,
+    tenant: &str,
+    customer: &str,
+    at: &str,
+) -> (Contract, Committed) {
+    let (c, invoices) = signed(customer, at);
+    let done = store
+        .commit(
+            tenant,
+            Commit {
+                contract: Some((c.clone(), 0)),
+                invoices,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    (c, done)
+}
+
 /// Runs every check against `store`.
 pub async fn run_all(store: Arc<dyn Store>) {
     tenants_and_keys(store.as_ref()).await;
@@ -98,18 +121,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
 async fn orders_are_carried_out_once(store: &dyn Store) {
     let t = tenant(store).await;
     let cu = customer(store, &t, "ordering").await;
-    let (c, invoices) = signed(&cu.id, "2024-01-01T00:00:00Z");
-    store
-        .commit(
-            &t.id,
-            Commit {
-                contract: Some((c.clone(), 0)),
-                invoices,
-                ..Commit::default()
-            },
-        )
-        .await
-        .unwrap();
+    let (c, _) = commit_signed(store, &t.id, &cu.id, "2024-01-01T00:00:00Z").await;
     let open = Order {
         id: new_id("Ord"),
         dialect: "billwerk".into(),
@@ -279,19 +291,7 @@ async fn catalog_and_customers(store: &dyn Store) {
 async fn contracts_versions_and_invoices(store: &dyn Store) {
     let t = tenant(store).await;
     let cu = customer(store, &t, "c").await;
-    let (c, invoices) = signed(&cu.id, "2024-01-01T00:00:00Z");
-    let done = store
-        .commit(
-            &t.id,
-            Commit {
-                contract: Some((c.clone(), 0)),
-                invoices,
-                events: vec![],
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let (c, done) = commit_signed(store, &t.id, &cu.id, "2024-01-01T00:00:00Z").await;
     assert_eq!(done.version, 1);
     assert_eq!(done.invoices.len(), 1);
     assert_eq!(done.invoices[0].number, "2024-000001");
@@ -424,19 +424,7 @@ async fn batches_write_together_and_tell_conflicts_apart(store: &dyn Store) {
     let b = customer(store, &t, "b").await;
     let mut contracts = Vec::new();
     for cu in [&a, &b, &a] {
-        let (c, invoices) = signed(&cu.id, "2024-01-01T00:00:00Z");
-        store
-            .commit(
-                &t.id,
-                Commit {
-                    contract: Some((c.clone(), 0)),
-                    invoices,
-                    events: vec![],
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
+        let (c, _) = commit_signed(store, &t.id, &cu.id, "2024-01-01T00:00:00Z").await;
         contracts.push(c);
     }
     // Signup used numbers 1-3. The renewals: one invoice each, the second applying 2.50 of
@@ -552,18 +540,7 @@ async fn terms_are_written_when_they_change(store: &dyn Store) {
     let a = customer(store, &t, "a").await;
     let mut read = Vec::new();
     for _ in 0..2 {
-        let (c, invoices) = signed(&a.id, "2024-01-01T00:00:00Z");
-        store
-            .commit(
-                &t.id,
-                Commit {
-                    contract: Some((c.clone(), 0)),
-                    invoices,
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
+        let (c, _) = commit_signed(store, &t.id, &a.id, "2024-01-01T00:00:00Z").await;
         read.push(
             store
                 .contract(&t.id, &c.id)
@@ -1193,19 +1170,7 @@ async fn tenants_are_isolated(store: &dyn Store) {
     let t2 = tenant(store).await;
     let cu = customer(store, &t1, "shared-slug").await;
     customer(store, &t2, "shared-slug").await;
-    let (c, inv) = signed(&cu.id, "2024-01-01T00:00:00Z");
-    let done = store
-        .commit(
-            &t1.id,
-            Commit {
-                contract: Some((c.clone(), 0)),
-                invoices: inv,
-                events: vec![],
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let (c, done) = commit_signed(store, &t1.id, &cu.id, "2024-01-01T00:00:00Z").await;
     assert!(store.contract(&t2.id, &c.id).await.unwrap().is_none());
     assert!(store.customer(&t2.id, &cu.id).await.unwrap().is_none());
     assert!(
@@ -1231,19 +1196,7 @@ async fn tenants_are_isolated(store: &dyn Store) {
         0
     );
     // Numbering is per tenant.
-    let (c2, inv2) = signed(&cu.id, "2024-01-01T00:00:00Z");
-    let d2 = store
-        .commit(
-            &t2.id,
-            Commit {
-                contract: Some((c2, 0)),
-                invoices: inv2,
-                events: vec![],
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let (_, d2) = commit_signed(store, &t2.id, &cu.id, "2024-01-01T00:00:00Z").await;
     assert_eq!(d2.invoices[0].number, "2024-000001");
 }
 
