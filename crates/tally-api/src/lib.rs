@@ -668,7 +668,7 @@ mod tests {
             at,
             actor: "api".into(),
             request_id: None,
-            data: serde_json::json!({}),
+            data: tally_app::store::EventData::empty(),
         };
         let delivery = Delivery::new(&endpoint, &event);
         let page = tally_app::store::Page {

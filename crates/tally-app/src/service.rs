@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use rust_decimal::Decimal;
+use serde::Serialize;
 use serde_json::json;
 use tally_core::prelude::*;
 
@@ -93,7 +94,7 @@ impl Actor {
         kind: &str,
         contract_id: Option<String>,
         at: Timestamp,
-        data: serde_json::Value,
+        data: impl Serialize,
     ) -> Event {
         Event {
             id: new_id("Evt"),
@@ -102,7 +103,7 @@ impl Actor {
             at,
             actor: self.name.clone(),
             request_id: self.request_id.clone(),
-            data,
+            data: EventData::of(&data),
         }
     }
 
@@ -218,7 +219,7 @@ fn events_for(
     kind: &str,
     at: Timestamp,
     actor: &Actor,
-    data: serde_json::Value,
+    data: impl Serialize,
 ) -> Event {
     actor.event(kind, Some(c.id.clone()), at, data)
 }
@@ -237,14 +238,36 @@ fn step_records(out: AdvanceOutcome, actor: &Actor) -> (Contract, Vec<InvoiceDra
             StepKind::TrialEnd => "v1.contract.trial.ended",
             StepKind::Renewal => "v1.contract.renewed",
         };
-        marks.push((kind, s.at, json!({ "step": s.kind, "dropped": s.dropped })));
+        marks.push(events_for(
+            &contract,
+            kind,
+            s.at,
+            actor,
+            StepData {
+                dropped: &s.dropped,
+                step: &s.kind,
+            },
+        ));
         invoices.extend(s.invoices);
     }
     let mut events = invoice_events(&contract, &invoices, actor);
-    for (kind, at, data) in marks {
-        events.push(events_for(&contract, kind, at, actor, data));
-    }
+    events.append(&mut marks);
     (contract, invoices, events)
+}
+
+/// The details of a billing step's event.
+#[derive(Serialize)]
+struct StepData<'a> {
+    dropped: &'a Option<String>,
+    step: &'a StepKind,
+}
+
+/// The details of `v1.invoice.created`.
+#[derive(Serialize)]
+struct InvoiceData<'a> {
+    gross: Decimal,
+    reason: InvoiceReason,
+    step_key: &'a str,
 }
 
 fn invoice_events(c: &Contract, invoices: &[InvoiceDraft], actor: &Actor) -> Vec<Event> {
@@ -256,7 +279,11 @@ fn invoice_events(c: &Contract, invoices: &[InvoiceDraft], actor: &Actor) -> Vec
                 "v1.invoice.created",
                 i.issued_at,
                 actor,
-                json!({ "step_key": i.step_key, "reason": i.reason, "gross": i.gross.to_string() }),
+                InvoiceData {
+                    gross: i.gross,
+                    reason: i.reason,
+                    step_key: &i.step_key,
+                },
             )
         })
         .collect()

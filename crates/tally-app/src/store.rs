@@ -128,7 +128,98 @@ pub struct Event {
     /// The request id, when made through the API.
     pub request_id: Option<String>,
     /// Details.
-    pub data: serde_json::Value,
+    pub data: EventData,
+}
+
+/// An event's details: JSON written once, straight from the values it is made of, and kept as
+/// that text (no tree is built to make it, store it or read it back).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EventData(Box<serde_json::value::RawValue>);
+
+impl EventData {
+    /// The JSON of `v`. A value JSON cannot hold (a map keyed by something other than
+    /// strings) is recorded as `null` rather than failing the change it describes.
+    pub fn of(v: &impl Serialize) -> EventData {
+        match serde_json::value::to_raw_value(v) {
+            Ok(raw) => EventData(raw),
+            Err(_) => EventData(serde_json::value::RawValue::NULL.to_owned()),
+        }
+    }
+
+    /// `{}`: an event with no details.
+    pub fn empty() -> EventData {
+        EventData::of(&serde_json::Map::new())
+    }
+
+    /// The JSON text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The details as a JSON tree, for code that looks inside them.
+    pub fn value(&self) -> serde_json::Value {
+        serde_json::from_str(self.get()).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl PartialEq for EventData {
+    fn eq(&self, other: &EventData) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Eq for EventData {}
+
+/// How an event is stored: its body without the id and contract, which the store keeps in
+/// their own columns, and without an absent request id.
+#[derive(Serialize)]
+struct StoredEvent<'a> {
+    kind: &'a str,
+    at: Timestamp,
+    actor: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: &'a Option<String>,
+    data: &'a EventData,
+}
+
+/// A stored event body as read back (older bodies also hold `id` and `contract_id`, ignored).
+#[derive(Deserialize)]
+struct EventBody {
+    kind: String,
+    at: Timestamp,
+    actor: String,
+    #[serde(default)]
+    request_id: Option<String>,
+    data: EventData,
+}
+
+impl Event {
+    /// The body a store keeps for the event, beside its id and contract in columns.
+    pub fn stored_body(&self) -> StoreResult<String> {
+        json(&StoredEvent {
+            kind: &self.kind,
+            at: self.at,
+            actor: &self.actor,
+            request_id: &self.request_id,
+            data: &self.data,
+        })
+    }
+
+    /// The event of a [`Event::stored_body`] and its id and contract columns.
+    pub fn from_stored(id: String, contract_id: Option<String>, body: &str) -> StoreResult<Event> {
+        let b: EventBody =
+            serde_json::from_str(body).map_err(|e| StoreError::Backend(e.to_string()))?;
+        Ok(Event {
+            id,
+            kind: b.kind,
+            contract_id,
+            at: b.at,
+            actor: b.actor,
+            request_id: b.request_id,
+            data: b.data,
+        })
+    }
 }
 
 /// One atomic write: the contract's new state (guarded by its version), the invoices to number
@@ -213,7 +304,11 @@ impl Bodies {
         Ok(Bodies {
             contract,
             invoices: c.invoices.iter().map(json).collect::<StoreResult<_>>()?,
-            events: c.events.iter().map(json).collect::<StoreResult<_>>()?,
+            events: c
+                .events
+                .iter()
+                .map(Event::stored_body)
+                .collect::<StoreResult<_>>()?,
         })
     }
 }
@@ -686,6 +781,66 @@ pub fn invoice_number(issued_at: Timestamp, seq: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn event(request_id: Option<&str>) -> Event {
+        Event {
+            id: "Evt_1".into(),
+            kind: "v1.invoice.created".into(),
+            contract_id: Some("Cont_1".into()),
+            at: "2024-03-01T00:00:00Z".parse().unwrap(),
+            actor: "api".into(),
+            request_id: request_id.map(str::to_string),
+            data: EventData::of(&serde_json::json!({ "gross": "10.00", "n": [1, 2] })),
+        }
+    }
+
+    #[test]
+    fn a_stored_event_leaves_its_columns_out_and_reads_back_whole() {
+        for e in [event(None), event(Some("req_1"))] {
+            let body = e.stored_body().unwrap();
+            // The id and contract live in their own columns; an absent request id is left out.
+            assert!(
+                !body.contains("Evt_1") && !body.contains("Cont_1"),
+                "{body}"
+            );
+            assert_eq!(
+                body.contains("request_id"),
+                e.request_id.is_some(),
+                "{body}"
+            );
+            let back = Event::from_stored("Evt_1".into(), Some("Cont_1".into()), &body).unwrap();
+            assert_eq!(back, e);
+            // The details are kept as the text they were written as.
+            assert_eq!(back.data.get(), r#"{"gross":"10.00","n":[1,2]}"#);
+        }
+    }
+
+    #[test]
+    fn an_event_stored_whole_by_an_earlier_version_still_reads() {
+        let e = event(Some("req_1"));
+        let whole = serde_json::to_string(&e).unwrap();
+        let back = Event::from_stored("Evt_1".into(), Some("Cont_1".into()), &whole).unwrap();
+        assert_eq!(back, e);
+        let e = event(None);
+        let whole = serde_json::to_string(&e).unwrap();
+        assert!(whole.contains(r#""request_id":null"#));
+        assert_eq!(
+            Event::from_stored("Evt_1".into(), Some("Cont_1".into()), &whole).unwrap(),
+            e
+        );
+    }
+
+    #[test]
+    fn event_data_is_json_written_once_and_compared_as_text() {
+        assert_eq!(EventData::empty().get(), "{}");
+        assert_eq!(EventData::empty().value(), serde_json::json!({}));
+        // A map keyed by numbers is not JSON: it is recorded as null instead of failing.
+        let odd: BTreeMap<(u8, u8), u8> = [((1, 2), 3)].into();
+        assert_eq!(EventData::of(&odd).get(), "null");
+        let a = EventData::of(&serde_json::json!({ "a": 1 }));
+        assert_eq!(a, EventData::of(&serde_json::json!({ "a": 1 })));
+        assert_ne!(a, EventData::of(&serde_json::json!({ "a": 2 })));
+    }
 
     #[test]
     fn the_contract_cache_answers_only_the_version_it_holds() {

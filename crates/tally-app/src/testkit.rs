@@ -349,7 +349,7 @@ async fn contracts_versions_and_invoices(store: &dyn Store) {
                     at: ts("2024-02-01T00:00:00Z"),
                     actor: "suite".into(),
                     request_id: None,
-                    data: serde_json::json!({}),
+                    data: EventData::empty(),
                 }],
                 ..Default::default()
             },
@@ -410,7 +410,7 @@ fn event(contract: &Contract, kind: &str) -> Event {
         at: ts("2024-02-01T00:00:00Z"),
         actor: "suite".into(),
         request_id: None,
-        data: serde_json::json!({}),
+        data: EventData::empty(),
     }
 }
 

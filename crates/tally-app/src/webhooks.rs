@@ -468,7 +468,7 @@ mod tests {
             at: ts("2024-01-01T00:00:00Z"),
             actor: "api".into(),
             request_id: None,
-            data: serde_json::json!({}),
+            data: crate::store::EventData::empty(),
         };
         let t0 = ts("2024-01-01T00:00:00Z");
         let mut d = Delivery::new(&endpoint, &event);

@@ -553,7 +553,7 @@ async fn insert_events(
         .bind(tenant)
         .bind(&e.id)
         .bind(&e.contract_id)
-        .bind(to_json(*e)?)
+        .bind(e.stored_body()?)
         .execute(&mut **tx)
         .await
         .map_err(be)?;
@@ -1204,15 +1204,17 @@ impl Store for PgStore {
     }
 
     async fn events(&self, tenant: &str, contract_id: &str) -> StoreResult<Vec<Event>> {
-        let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT body FROM events WHERE tenant_id = $1 AND contract_id = $2 ORDER BY seq",
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT id, body FROM events WHERE tenant_id = $1 AND contract_id = $2 ORDER BY seq",
         )
         .bind(tenant)
         .bind(contract_id)
         .fetch_all(&self.pool)
         .await
         .map_err(be)?;
-        rows.iter().map(|b| from_json(b)).collect()
+        rows.into_iter()
+            .map(|(id, body)| Event::from_stored(id, Some(contract_id.to_string()), &body))
+            .collect()
     }
 
     async fn idempotent(&self, tenant: &str, key: &str) -> StoreResult<Option<IdempotentResponse>> {
@@ -1361,8 +1363,8 @@ impl Store for PgStore {
         let mut jobs = Vec::with_capacity(claimed.len());
         for (tenant_id, body) in claimed {
             let delivery: Delivery = from_json(&body)?;
-            let row: Option<(String, String)> = sqlx::query_as(
-                "SELECT w.body, e.body FROM webhook_endpoints w, events e
+            let row: Option<(String, Option<String>, String)> = sqlx::query_as(
+                "SELECT w.body, e.contract_id, e.body FROM webhook_endpoints w, events e
                  WHERE w.tenant_id = $1 AND w.id = $2 AND e.tenant_id = $3 AND e.id = $4",
             )
             .bind(&tenant_id)
@@ -1372,16 +1374,17 @@ impl Store for PgStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(be)?;
-            let Some((endpoint, event)) = row else {
+            let Some((endpoint, contract_id, event)) = row else {
                 continue;
             };
             let endpoint: WebhookEndpoint = from_json(&endpoint)?;
+            let event = Event::from_stored(delivery.event_id.clone(), contract_id, &event)?;
             jobs.push(DeliveryJob {
                 tenant_id,
                 delivery,
                 url: endpoint.url,
                 secret: endpoint.secret,
-                event: from_json(&event)?,
+                event,
             });
         }
         Ok(jobs)

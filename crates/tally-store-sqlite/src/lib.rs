@@ -1204,7 +1204,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<()> {
         let body = to_json(c)?;
         let event = event
-            .map(|e| Ok::<_, StoreError>((e.clone(), to_json(e)?)))
+            .map(|e| Ok::<_, StoreError>((e.clone(), e.stored_body()?)))
             .transpose()?;
         let (tenant, id, slug) = (tenant.to_string(), c.id.clone(), c.slug.clone());
         self.write(move |tx| {
@@ -1625,7 +1625,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<bool> {
         let bodies = events
             .iter()
-            .map(to_json)
+            .map(Event::stored_body)
             .collect::<StoreResult<Vec<_>>>()?;
         let (tenant, id, events) = (tenant.to_string(), id.to_string(), events.to_vec());
         self.with_writer(move |c| {
@@ -1651,14 +1651,19 @@ impl Store for SqliteStore {
     }
 
     async fn events(&self, tenant: &str, contract_id: &str) -> StoreResult<Vec<Event>> {
-        let rows = self.read(|c| {
-            strings(
-                c,
-                "SELECT body FROM events WHERE tenant_id = ? AND contract_id = ? ORDER BY seq",
-                &[&tenant, &contract_id],
+        let rows: Vec<(String, String)> = self.read(|c| {
+            c.prepare_cached(
+                "SELECT id, body FROM events WHERE tenant_id = ? AND contract_id = ? ORDER BY seq",
             )
+            .map_err(be)?
+            .query_map(params![tenant, contract_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(be)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(be)
         })?;
-        rows.iter().map(|b| from_json(b)).collect()
+        rows.into_iter()
+            .map(|(id, body)| Event::from_stored(id, Some(contract_id.to_string()), &body))
+            .collect()
     }
 
     async fn idempotent(&self, tenant: &str, key: &str) -> StoreResult<Option<IdempotentResponse>> {
@@ -1810,29 +1815,30 @@ impl Store for SqliteStore {
         let mut jobs = Vec::with_capacity(claimed.len());
         for (tenant_id, body) in claimed {
             let delivery: Delivery = from_json(&body)?;
-            let row: Option<(String, String)> = self.read(|c| {
+            let row: Option<(String, Option<String>, String)> = self.read(|c| {
                 c.prepare_cached(
-                    "SELECT w.body, e.body FROM webhook_endpoints w, events e
+                    "SELECT w.body, e.contract_id, e.body FROM webhook_endpoints w, events e
                      WHERE w.tenant_id = ?1 AND w.id = ?2 AND e.tenant_id = ?1 AND e.id = ?3",
                 )
                 .map_err(be)?
                 .query_row(
                     params![tenant_id, delivery.endpoint_id, delivery.event_id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
                 .optional()
                 .map_err(be)
             })?;
-            let Some((endpoint, event)) = row else {
+            let Some((endpoint, contract_id, event)) = row else {
                 continue;
             };
             let endpoint: WebhookEndpoint = from_json(&endpoint)?;
+            let event = Event::from_stored(delivery.event_id.clone(), contract_id, &event)?;
             jobs.push(DeliveryJob {
                 tenant_id,
                 delivery,
                 url: endpoint.url,
                 secret: endpoint.secret,
-                event: from_json(&event)?,
+                event,
             });
         }
         Ok(jobs)
