@@ -176,7 +176,12 @@ impl PgStore {
             id: row.get("id"),
             number: row.get("number"),
             status: parse_status(row.get::<String, _>("status").as_str()),
-            draft: from_json(row.get::<String, _>("body").as_str())?,
+            draft: invoice_from_stored(
+                row.get("contract_id"),
+                row.get("customer_id"),
+                row.get("step_key"),
+                row.get::<&str, _>("body"),
+            )?,
         })
     }
 }
@@ -329,7 +334,7 @@ async fn write_commit(
         .bind(&d.customer_id)
         .bind(micros(d.issued_at))
         .bind(&d.step_key)
-        .bind(to_json(d)?)
+        .bind(invoice_body(d)?)
         .execute(&mut **tx)
         .await
         .map_err(be)?;
@@ -1147,7 +1152,7 @@ impl Store for PgStore {
             .fetch_one(&self.pool)
             .await
             .map_err(be)?;
-        let mut q = query("SELECT id, number, status, body");
+        let mut q = query("SELECT id, number, status, contract_id, customer_id, step_key, body");
         q.push(" ORDER BY seq LIMIT ")
             .push_bind(page.limit.min(i64::MAX as u64) as i64)
             .push(" OFFSET ")
@@ -1161,7 +1166,7 @@ impl Store for PgStore {
     }
 
     async fn invoice(&self, tenant: &str, id: &str) -> StoreResult<Option<Invoice>> {
-        let row = sqlx::query("SELECT id, number, status, body FROM invoices WHERE tenant_id = $1 AND (id = $2 OR number = $3)")
+        let row = sqlx::query("SELECT id, number, status, contract_id, customer_id, step_key, body FROM invoices WHERE tenant_id = $1 AND (id = $2 OR number = $3)")
             .bind(tenant)
             .bind(id)
             .bind(id)

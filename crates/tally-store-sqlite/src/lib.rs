@@ -352,18 +352,32 @@ impl SqliteStore {
     }
 }
 
-fn read_invoice(r: &Row) -> rusqlite::Result<(String, String, String, String)> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+/// The columns an invoice is read from, after `SELECT`.
+const INVOICE_COLUMNS: &str = "id, number, status, contract_id, customer_id, step_key, body";
+
+/// An invoice's row read by [`INVOICE_COLUMNS`].
+type InvoiceRow = (String, String, String, String, String, String, String);
+
+fn read_invoice(r: &Row) -> rusqlite::Result<InvoiceRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
 }
 
 fn invoice_of(
-    (id, number, status, body): (String, String, String, String),
+    (id, number, status, contract_id, customer_id, step_key, body): InvoiceRow,
 ) -> StoreResult<Invoice> {
     Ok(Invoice {
         id,
         number,
         status: parse_status(&status),
-        draft: from_json(&body)?,
+        draft: invoice_from_stored(contract_id, customer_id, step_key, &body)?,
     })
 }
 
@@ -1584,12 +1598,12 @@ impl Store for SqliteStore {
             let total = count(c, &format!("SELECT COUNT(*) FROM {from}"), &values)?;
             let mut st = c
                 .prepare_cached(&format!(
-                    "SELECT id, number, status, body FROM {from} ORDER BY seq LIMIT ? OFFSET ?"
+                    "SELECT {INVOICE_COLUMNS} FROM {from} ORDER BY seq LIMIT ? OFFSET ?"
                 ))
                 .map_err(be)?;
             let mut all = values.clone();
             all.extend([&take as &dyn ToSql, &skip]);
-            let rows: Vec<(String, String, String, String)> = st
+            let rows: Vec<InvoiceRow> = st
                 .query_map(all.as_slice(), read_invoice)
                 .map_err(be)?
                 .collect::<rusqlite::Result<_>>()
@@ -1605,9 +1619,9 @@ impl Store for SqliteStore {
 
     async fn invoice(&self, tenant: &str, id: &str) -> StoreResult<Option<Invoice>> {
         let row = self.read(|c| {
-            c.prepare_cached(
-                "SELECT id, number, status, body FROM invoices WHERE tenant_id = ?1 AND (id = ?2 OR number = ?2)",
-            )
+            c.prepare_cached(&format!(
+                "SELECT {INVOICE_COLUMNS} FROM invoices WHERE tenant_id = ?1 AND (id = ?2 OR number = ?2)"
+            ))
             .map_err(be)?
             .query_row(params![tenant, id], read_invoice)
             .optional()
