@@ -3,8 +3,15 @@
 use sha2::{Digest, Sha256};
 
 /// A new id with a class prefix and a time-ordered UUID (v7 keeps index inserts local).
+/// Written straight into a string of the right size (a bill run makes three per contract).
 pub fn new_id(prefix: &str) -> String {
-    format!("{prefix}_{}", uuid::Uuid::now_v7())
+    let mut buf = uuid::Uuid::encode_buffer();
+    let uuid = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf);
+    let mut id = String::with_capacity(prefix.len() + 1 + uuid.len());
+    id.push_str(prefix);
+    id.push('_');
+    id.push_str(uuid);
+    id
 }
 
 /// A new random API key (244 random bits); test-mode keys say so.
@@ -40,6 +47,10 @@ mod tests {
         let a = new_id("Cont");
         let b = new_id("Cont");
         assert!(a.starts_with("Cont_") && a.len() == 5 + 36);
+        // The UUID part is the canonical lowercase hyphenated form.
+        let u = uuid::Uuid::parse_str(&a[5..]).unwrap();
+        assert_eq!(u.get_version_num(), 7);
+        assert_eq!(&a[5..], u.hyphenated().to_string());
         assert!(a < b, "v7 ids are time-ordered: {a} < {b}");
     }
 

@@ -599,13 +599,10 @@ fn write_terms(tx: &Connection, terms_id: i64, body: &str) -> StoreResult<()> {
 }
 
 fn insert_event(tx: &Connection, tenant: &str, e: &Event, body: &str) -> StoreResult<()> {
-    tx.prepare_cached(
-        "INSERT INTO events (tenant_id, id, seq, contract_id, body)
-         VALUES (?1, ?2, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE tenant_id = ?1), ?3, ?4)",
-    )
-    .map_err(be)?
-    .execute(params![tenant, e.id, e.contract_id, body])
-    .map_err(be)?;
+    tx.prepare_cached("INSERT INTO events (tenant_id, id, contract_id, body) VALUES (?, ?, ?, ?)")
+        .map_err(be)?
+        .execute(params![tenant, e.id, e.contract_id, body])
+        .map_err(be)?;
     Ok(())
 }
 
@@ -808,32 +805,22 @@ fn write_batch(
         add_balance(tx, tenant, &inv.draft)?;
     }
     let events: Vec<&Event> = commits.iter().flat_map(|c| &c.events).collect();
-    if !events.is_empty() {
-        let mut seq: i64 = tx
-            .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events WHERE tenant_id = ?")
-            .map_err(be)?
-            .query_row(params![tenant], |r| r.get(0))
-            .map_err(be)?;
-        let texts = bodies.iter().flat_map(|b| &b.events);
-        let mut rows = Vec::with_capacity(events.len());
-        for (e, body) in events.iter().zip(texts) {
-            seq += 1;
-            rows.push((seq, *e, body));
+    // Each event takes the next key of the table (its sequence number) as it is inserted.
+    let texts: Vec<&String> = bodies.iter().flat_map(|b| &b.events).collect();
+    let rows: Vec<(&Event, &String)> = events.iter().copied().zip(texts).collect();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut values: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 4);
+        for (e, body) in chunk {
+            values.extend([&tenant as &dyn ToSql, &e.id, &e.contract_id, body]);
         }
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let mut values: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 5);
-            for (seq, e, body) in chunk {
-                values.extend([&tenant as &dyn ToSql, &e.id, seq, &e.contract_id, body]);
-            }
-            execute_rows(
-                tx,
-                "INSERT INTO events (tenant_id, id, seq, contract_id, body)",
-                5,
-                chunk.len(),
-                "",
-                &values,
-            )?;
-        }
+        execute_rows(
+            tx,
+            "INSERT INTO events (tenant_id, id, contract_id, body)",
+            4,
+            chunk.len(),
+            "",
+            &values,
+        )?;
     }
     write_deliveries(tx, tenant, &events)?;
     Ok(Some(out))
@@ -2070,6 +2057,65 @@ mod tests {
         );
         let joined = super::join_stored_parts(&terms, &progress);
         assert_eq!(serde_json::from_str::<Contract>(&joined).unwrap(), contract);
+    }
+
+    #[test]
+    fn the_migration_keys_events_by_one_sequence_keeping_each_tenants_order() {
+        let c = rusqlite::Connection::open_in_memory().unwrap();
+        let migrator = sqlx::migrate!("./migrations");
+        let (before, after): (Vec<&sqlx::migrate::Migration>, Vec<_>) =
+            migrator.iter().partition(|m| m.version < 10);
+        for m in before {
+            c.execute_batch(&m.sql).unwrap();
+        }
+        // Before: numbered per tenant, so both tenants have a 1 and a 2.
+        for (tenant, id, seq) in [
+            ("Ten_b", "Evt_b1", 1),
+            ("Ten_a", "Evt_a1", 1),
+            ("Ten_b", "Evt_b2", 2),
+            ("Ten_a", "Evt_a2", 2),
+        ] {
+            c.execute(
+                "INSERT INTO events (tenant_id, id, seq, contract_id, body) VALUES (?, ?, ?, 'Cont_x', '{}')",
+                rusqlite::params![tenant, id, seq],
+            )
+            .unwrap();
+        }
+        for m in after {
+            c.execute_batch(&m.sql).unwrap();
+        }
+        let order = |tenant: &str| -> Vec<String> {
+            let mut st = c
+                .prepare("SELECT id FROM events WHERE tenant_id = ? AND contract_id = 'Cont_x' ORDER BY seq")
+                .unwrap();
+            st.query_map([tenant], |r| r.get(0))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        };
+        assert_eq!(order("Ten_a"), ["Evt_a1", "Evt_a2"]);
+        assert_eq!(order("Ten_b"), ["Evt_b1", "Evt_b2"]);
+        // A new event takes the next key of the whole table: after the four, the fifth.
+        c.execute(
+            "INSERT INTO events (tenant_id, id, contract_id, body) VALUES ('Ten_a', 'Evt_a3', 'Cont_x', '{}')",
+            [],
+        )
+        .unwrap();
+        let seq: i64 = c
+            .query_row("SELECT seq FROM events WHERE id = 'Evt_a3'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(seq, 5);
+        assert_eq!(order("Ten_a"), ["Evt_a1", "Evt_a2", "Evt_a3"]);
+        // An event id stays unique within its tenant.
+        assert!(
+            c.execute(
+                "INSERT INTO events (tenant_id, id, contract_id, body) VALUES ('Ten_a', 'Evt_a3', NULL, '{}')",
+                [],
+            )
+            .is_err()
+        );
     }
 
     /// The writer's `synchronous` level (0 off, 1 normal, 2 full).
