@@ -96,6 +96,17 @@ impl Actor {
         at: Timestamp,
         data: impl Serialize,
     ) -> Event {
+        self.event_of(kind, contract_id, at, EventData::of(&data))
+    }
+
+    /// [`Actor::event`] with its details already written.
+    pub fn event_of(
+        &self,
+        kind: &str,
+        contract_id: Option<String>,
+        at: Timestamp,
+        data: EventData,
+    ) -> Event {
         Event {
             id: new_id("Evt"),
             kind: kind.into(),
@@ -103,7 +114,7 @@ impl Actor {
             at,
             actor: self.name.clone(),
             request_id: self.request_id.clone(),
-            data: EventData::of(&data),
+            data,
         }
     }
 
@@ -238,20 +249,18 @@ fn step_records(out: AdvanceOutcome, actor: &Actor) -> (Contract, Vec<InvoiceDra
             StepKind::TrialEnd => "v1.contract.trial.ended",
             StepKind::Renewal => "v1.contract.renewed",
         };
-        marks.push(events_for(
-            &contract,
-            kind,
-            s.at,
-            actor,
-            StepData {
-                dropped: &s.dropped,
-                step: &s.kind,
-            },
-        ));
+        let data = EventData::of(&StepData {
+            dropped: &s.dropped,
+            step: &s.kind,
+        });
+        marks.push((kind, s.at, data));
         invoices.extend(s.invoices);
     }
+    // The invoices' events first, then the steps': ids are made in the order events are kept.
     let mut events = invoice_events(&contract, &invoices, actor);
-    events.append(&mut marks);
+    for (kind, at, data) in marks {
+        events.push(actor.event_of(kind, Some(contract.id.clone()), at, data));
+    }
     (contract, invoices, events)
 }
 
@@ -1137,3 +1146,36 @@ struct Prepared {
 
 /// How long a bill-run worker holds the contracts it claimed before others may take them.
 pub const DEFAULT_LEASE_SECONDS: i64 = 300;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_renewals_events_are_its_invoices_then_its_step_with_ids_in_that_order() {
+        let (catalog, settings) = tally_core::examples::basic_catalog();
+        let cx = BillingContext::new(&catalog, &settings).unwrap();
+        let req = SignupRequest::new("Cont_r", "Cust_r", "basic", Currency::Usd, Cycle::Month);
+        let start: Timestamp = "2024-03-01T00:00:00Z".parse().unwrap();
+        let c = subscribe(&req, &cx, start).unwrap().contract;
+        // One month later the contract renews: one invoice, one step.
+        let out = advance(&c, &cx, "2024-04-01T00:00:00Z".parse().unwrap()).unwrap();
+        let (_, invoices, events) = step_records(out, &Actor::bill_run());
+        assert_eq!(invoices.len(), 1);
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["v1.invoice.created", "v1.contract.renewed"]);
+        assert!(
+            events[0].id < events[1].id,
+            "ids are made in the order kept"
+        );
+        assert_eq!(
+            events[1].data.get(),
+            r#"{"dropped":null,"step":{"type":"renewal"}}"#
+        );
+        // gross as the invoice states it, its reason, and its step key.
+        let inv = events[0].data.value();
+        assert_eq!(inv["gross"], invoices[0].gross.to_string());
+        assert_eq!(inv["reason"], "renewal");
+        assert_eq!(inv["step_key"], invoices[0].step_key);
+    }
+}
