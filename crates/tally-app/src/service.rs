@@ -1173,7 +1173,7 @@ mod tests {
             r#"{"dropped":null,"step":{"type":"renewal"}}"#
         );
         // gross as the invoice states it, its reason, and its step key.
-        let inv = events[0].data.value();
+        let inv: serde_json::Value = serde_json::from_str(events[0].data.get()).unwrap();
         assert_eq!(inv["gross"], invoices[0].gross.to_string());
         assert_eq!(inv["reason"], "renewal");
         assert_eq!(inv["step_key"], invoices[0].step_key);

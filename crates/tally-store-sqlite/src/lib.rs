@@ -359,15 +359,7 @@ const INVOICE_COLUMNS: &str = "id, number, status, contract_id, customer_id, ste
 type InvoiceRow = (String, String, String, String, String, String, String);
 
 fn read_invoice(r: &Row) -> rusqlite::Result<InvoiceRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-    ))
+    InvoiceRow::try_from(r)
 }
 
 fn invoice_of(
@@ -958,14 +950,7 @@ fn count(c: &Connection, sql: &str, values: &[&dyn ToSql]) -> StoreResult<u64> {
 type TenantRow = (String, String, bool, String, Option<i64>, i64);
 
 fn tenant_row(r: &Row) -> rusqlite::Result<TenantRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-    ))
+    TenantRow::try_from(r)
 }
 
 fn tenant_of((id, name, test_mode, settings, clock, created_at): TenantRow) -> StoreResult<Tenant> {
