@@ -120,12 +120,15 @@ enum CatalogCommand {
     },
 }
 
-/// Logs to stderr at `default` unless `RUST_LOG` says otherwise.
+/// Logs to stderr at `default` unless `RUST_LOG` says otherwise; colored only on a terminal, so
+/// a log file or a collector gets plain text.
 fn init_logs(format: LogFormat, default: &str) {
+    use std::io::IsTerminal;
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),

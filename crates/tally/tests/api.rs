@@ -782,6 +782,30 @@ async fn example_upgrade_mid_month_with_seats() {
     );
 }
 
+/// Logs written to a pipe (a file, a collector) are plain text: terminal colors would land in
+/// them as escape codes.
+#[test]
+fn the_server_logs_plain_text_when_not_on_a_terminal() {
+    use std::io::BufRead;
+    let path = std::env::temp_dir().join(format!("tally-logs-{}.db", std::process::id()));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--database"])
+        .arg(format!("sqlite://{}", path.display()))
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    remove_db(&path);
+    assert!(line.contains("tally serving"), "{line:?}");
+    assert!(!line.contains('\u{1b}'), "escape codes in {line:?}");
+}
 #[test]
 fn the_simulate_command_prints_its_report_and_nothing_else() {
     let run = |json: bool| {
