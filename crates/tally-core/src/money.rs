@@ -140,6 +140,19 @@ fn gcd(a: i128, b: i128) -> i128 {
     i128::try_from(g).unwrap_or(1).max(1)
 }
 
+/// `a / g` for a divisor `g >= 1` returned by [`gcd`]: a machine division when both fit 64 bits
+/// (the usual case for money) and none when `g` is 1, as 128-bit division is a library call.
+fn quot(a: i128, g: i128) -> i128 {
+    if g == 1 {
+        return a;
+    }
+    match (i64::try_from(a), i64::try_from(g)) {
+        // g >= 2 here, so the 64-bit quotient cannot overflow.
+        (Ok(a), Ok(g)) => i128::from(a / g),
+        _ => a / g,
+    }
+}
+
 fn pow10(scale: u32) -> Result<i128, CoreError> {
     10i128.checked_pow(scale).ok_or(CoreError::Overflow)
 }
@@ -156,8 +169,8 @@ impl Exact {
         let (num, den) = if den < 0 { (-num, -den) } else { (num, den) };
         let g = gcd(num, den);
         Ok(Exact {
-            num: num / g,
-            den: den / g,
+            num: quot(num, g),
+            den: quot(den, g),
         })
     }
 
@@ -181,11 +194,11 @@ impl Exact {
         // Cross-reduce first to keep the integers small.
         let g1 = gcd(self.num, other.den);
         let g2 = gcd(other.num, self.den);
-        let num = (self.num / g1)
-            .checked_mul(other.num / g2)
+        let num = quot(self.num, g1)
+            .checked_mul(quot(other.num, g2))
             .ok_or(CoreError::Overflow)?;
-        let den = (self.den / g2)
-            .checked_mul(other.den / g1)
+        let den = quot(self.den, g2)
+            .checked_mul(quot(other.den, g1))
             .ok_or(CoreError::Overflow)?;
         Exact::ratio(num, den)
     }
@@ -198,10 +211,10 @@ impl Exact {
     /// Sum of two exact values.
     pub fn plus(self, other: Exact) -> Result<Exact, CoreError> {
         let g = gcd(self.den, other.den);
-        let l = self.den / g;
+        let l = quot(self.den, g);
         let num = self
             .num
-            .checked_mul(other.den / g)
+            .checked_mul(quot(other.den, g))
             .and_then(|a| other.num.checked_mul(l).and_then(|b| a.checked_add(b)))
             .ok_or(CoreError::Overflow)?;
         let den = l.checked_mul(other.den).ok_or(CoreError::Overflow)?;
@@ -367,6 +380,27 @@ mod tests {
             proptest::prop_assert_eq!(a % g, 0);
             proptest::prop_assert_eq!(b % g, 0);
         }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn quot_agrees_with_128_bit_division(a in proptest::num::i128::ANY, b in proptest::num::i128::ANY, small in proptest::bool::ANY) {
+            let (a, b) = if small { (a % (1 << 40), b % (1 << 40)) } else { (a, b) };
+            let g = gcd(a, b);
+            proptest::prop_assert_eq!(quot(a, g), a / g);
+            proptest::prop_assert_eq!(quot(b, g), b / g);
+        }
+    }
+
+    #[test]
+    fn quot_at_the_edges_of_64_bits() {
+        // i64::MIN / 2 = -2^62 on the 64-bit path; 2^64 / 2 = 2^63 on the 128-bit one.
+        assert_eq!(quot(i128::from(i64::MIN), 2), -(1 << 62));
+        assert_eq!(quot(1 << 64, 2), 1 << 63);
+        // A divisor of 1 leaves even i128::MIN as it is.
+        assert_eq!(quot(i128::MIN, 1), i128::MIN);
+        // -2^63 / 3 truncates toward zero: 9223372036854775808 = 3 x 3074457345618258602 + 2.
+        assert_eq!(quot(i128::from(i64::MIN), 3), -3_074_457_345_618_258_602);
     }
 
     #[test]
