@@ -1,7 +1,8 @@
 //! The SQLite [`Store`]: Tally's default, embedded database (WAL, synchronous FULL), with its
 //! migrations embedded. Contracts are stored whole (JSON) beside the indexed columns the bill run
 //! and lists need; a commit is one write transaction that starts with the contract's version
-//! check, so it takes the write lock first and numbers invoices gaplessly.
+//! check, so it takes the write lock first and numbers invoices gaplessly. Tables refer to a
+//! tenant by its integer key (`tenants.key`), looked up once per process, not by its public id.
 //!
 //! Statements run on rusqlite connections with cached prepared statements: reads on a pool of
 //! reader connections, directly on the calling task (a point read takes microseconds), and
@@ -9,10 +10,11 @@
 //! commit waits for its fsync). sqlx's migrator keeps the migrations.
 
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -39,6 +41,14 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 /// would sync the database file as often, beside their own syncs.
 const CHECKPOINT_ROWS: u64 = 16_384;
 
+/// A tenant's integer key in this database (`tenants.key`): every other table refers to the
+/// tenant by it, not by its 40-character public id, which would lead every key and index entry.
+type Key = i64;
+
+/// The key no tenant has (keys start at 1): reads for a tenant this database does not hold find
+/// nothing.
+const NO_TENANT: Key = 0;
+
 /// A Tally store in one SQLite file.
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -52,6 +62,8 @@ pub struct SqliteStore {
     url: String,
     catalogs: Arc<CatalogCache>,
     contracts: Arc<ContractCache>,
+    /// Tenants' keys by public id, read once per process: a tenant's key never changes.
+    keys: Arc<RwLock<HashMap<String, Key>>>,
 }
 
 /// Parsed contracts the store keeps for reads that bill (previews and changes): a few KB each,
@@ -250,6 +262,7 @@ impl SqliteStore {
             url: url.to_string(),
             catalogs: Arc::new(CatalogCache::default()),
             contracts: Arc::new(ContractCache::new(CACHED_CONTRACTS)),
+            keys: Arc::default(),
         };
         store.migrate().await?;
         Ok(store)
@@ -284,6 +297,43 @@ impl SqliteStore {
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// The tenant's key; [`NO_TENANT`] for a tenant this database does not hold.
+    fn key(&self, tenant: &str) -> StoreResult<Key> {
+        if let Some(k) = self.keys.read().map_err(be)?.get(tenant) {
+            return Ok(*k);
+        }
+        let k: Option<Key> = self.read(|c| {
+            c.prepare_cached("SELECT key FROM tenants WHERE id = ?")
+                .map_err(be)?
+                .query_row(params![tenant], |r| r.get(0))
+                .optional()
+                .map_err(be)
+        })?;
+        let Some(k) = k else {
+            return Ok(NO_TENANT);
+        };
+        self.remember(tenant, k)?;
+        Ok(k)
+    }
+
+    /// Notes a tenant's key.
+    fn remember(&self, tenant: &str, key: Key) -> StoreResult<()> {
+        self.keys
+            .write()
+            .map_err(be)?
+            .insert(tenant.to_string(), key);
+        Ok(())
+    }
+
+    /// The key of the tenant a write is for: a write for a tenant this database does not hold
+    /// fails rather than leave rows that no tenant reads.
+    fn known(&self, tenant: &str) -> StoreResult<Key> {
+        match self.key(tenant)? {
+            NO_TENANT => Err(StoreError::Backend(format!("no tenant {tenant}"))),
+            k => Ok(k),
         }
     }
 
@@ -396,7 +446,7 @@ fn usage_record(
 /// Inserts usage records of one contract.
 fn insert_usage(
     tx: &Connection,
-    tenant: &str,
+    tenant: Key,
     contract_id: &str,
     records: &[UsageRecord],
 ) -> StoreResult<()> {
@@ -419,7 +469,7 @@ fn insert_usage(
 
 /// Writes an order unless one with its id exists and is no longer open; answers whether it
 /// was written.
-fn upsert_order(c: &Connection, tenant: &str, o: &Order) -> StoreResult<bool> {
+fn upsert_order(c: &Connection, tenant: Key, o: &Order) -> StoreResult<bool> {
     let status = serde_json::to_value(o.status).map_err(be)?;
     let n = c
         .prepare_cached(
@@ -449,7 +499,7 @@ fn status_of(c: &Contract) -> StoreResult<String> {
 /// returns [`StoreError::Conflict`] having written nothing), then invoices, balances and events.
 fn write_commit(
     tx: &Connection,
-    tenant: &str,
+    tenant: Key,
     commit: Commit,
     bodies: &Bodies,
 ) -> StoreResult<Committed> {
@@ -533,7 +583,7 @@ fn write_commit(
         }
         let seq: i64 = tx
             .prepare_cached(
-                "UPDATE tenants SET invoice_seq = invoice_seq + 1 WHERE id = ? RETURNING invoice_seq",
+                "UPDATE tenants SET invoice_seq = invoice_seq + 1 WHERE key = ? RETURNING invoice_seq",
             )
             .map_err(be)?
             .query_row(params![tenant], |r| r.get(0))
@@ -590,7 +640,7 @@ fn write_terms(tx: &Connection, terms_id: i64, body: &str) -> StoreResult<()> {
     Ok(())
 }
 
-fn insert_event(tx: &Connection, tenant: &str, e: &Event, body: &str) -> StoreResult<()> {
+fn insert_event(tx: &Connection, tenant: Key, e: &Event, body: &str) -> StoreResult<()> {
     tx.prepare_cached("INSERT INTO events (tenant_id, id, contract_id, body) VALUES (?, ?, ?, ?)")
         .map_err(be)?
         .execute(params![tenant, e.id, e.contract_id, body])
@@ -627,7 +677,7 @@ fn execute_rows(
 /// commits one by one, which tells each commit's outcome apart.
 fn write_batch(
     tx: &Connection,
-    tenant: &str,
+    tenant: Key,
     commits: &mut [Commit],
     bodies: &[Bodies],
 ) -> StoreResult<Option<Vec<Committed>>> {
@@ -723,7 +773,7 @@ fn write_batch(
     if fresh > 0 {
         let last: i64 = tx
             .prepare_cached(
-                "UPDATE tenants SET invoice_seq = invoice_seq + ? WHERE id = ? RETURNING invoice_seq",
+                "UPDATE tenants SET invoice_seq = invoice_seq + ? WHERE key = ? RETURNING invoice_seq",
             )
             .map_err(be)?
             .query_row(params![fresh, tenant], |r| r.get(0))
@@ -819,7 +869,7 @@ fn write_batch(
 }
 
 /// Moves the customer's credit balance by what an invoice added and applied.
-fn add_balance(tx: &Connection, tenant: &str, d: &InvoiceDraft) -> StoreResult<()> {
+fn add_balance(tx: &Connection, tenant: Key, d: &InvoiceDraft) -> StoreResult<()> {
     let delta = d.credit_added - d.credit_applied;
     if delta.is_zero() {
         return Ok(());
@@ -856,7 +906,7 @@ fn add_balance(tx: &Connection, tenant: &str, d: &InvoiceDraft) -> StoreResult<(
 
 /// Writes the deliveries `events` make for the tenant's webhook endpoints (none when it has
 /// none), inside the transaction that writes the events: the outbox.
-fn write_deliveries(tx: &Connection, tenant: &str, events: &[&Event]) -> StoreResult<()> {
+fn write_deliveries(tx: &Connection, tenant: Key, events: &[&Event]) -> StoreResult<()> {
     if events.is_empty() {
         return Ok(());
     }
@@ -986,7 +1036,7 @@ fn contract_of((body, version): ContractRow) -> StoreResult<StoredContract> {
 }
 
 /// A contract by id, on `c`.
-fn contract_on(c: &Connection, tenant: &str, id: &str) -> StoreResult<Option<StoredContract>> {
+fn contract_on(c: &Connection, tenant: Key, id: &str) -> StoreResult<Option<StoredContract>> {
     c.prepare_cached(&format!(
         "SELECT {CONTRACT_COLUMNS} WHERE c.tenant_id = ? AND c.id = ?"
     ))
@@ -1002,7 +1052,7 @@ fn contract_on(c: &Connection, tenant: &str, id: &str) -> StoreResult<Option<Sto
 fn contract_cached_on(
     c: &Connection,
     cache: &ContractCache,
-    tenant: &str,
+    (key, tenant): (Key, &str),
     id: &str,
 ) -> StoreResult<Option<(Arc<Contract>, i64)>> {
     let mut st = c
@@ -1010,7 +1060,7 @@ fn contract_cached_on(
             "SELECT version, terms_id, body FROM contracts WHERE tenant_id = ? AND id = ?",
         )
         .map_err(be)?;
-    let mut rows = st.query(params![tenant, id]).map_err(be)?;
+    let mut rows = st.query(params![key, id]).map_err(be)?;
     let Some(row) = rows.next().map_err(be)? else {
         return Ok(None);
     };
@@ -1033,7 +1083,7 @@ fn contract_cached_on(
 /// A contract's usage at or after `since`, on `c`.
 fn usage_on(
     c: &Connection,
-    tenant: &str,
+    tenant: Key,
     contract_id: &str,
     since: Timestamp,
 ) -> StoreResult<Vec<UsageRecord>> {
@@ -1054,7 +1104,7 @@ fn usage_on(
 }
 
 /// A customer by id or slug, on `c`.
-fn customer_on(c: &Connection, tenant: &str, id_or_slug: &str) -> StoreResult<Option<Customer>> {
+fn customer_on(c: &Connection, tenant: Key, id_or_slug: &str) -> StoreResult<Option<Customer>> {
     let body = string(
         c,
         "SELECT body FROM customers WHERE tenant_id = ?1 AND (id = ?2 OR slug = ?2)",
@@ -1066,7 +1116,7 @@ fn customer_on(c: &Connection, tenant: &str, id_or_slug: &str) -> StoreResult<Op
 /// A customer's credit balances, on `c`.
 fn balances_on(
     c: &Connection,
-    tenant: &str,
+    tenant: Key,
     customer_id: &str,
 ) -> StoreResult<BTreeMap<Currency, Decimal>> {
     let mut st = c
@@ -1103,27 +1153,30 @@ impl Store for SqliteStore {
         let t = tenant.clone();
         let key_hash = key_hash.to_string();
         let settings = to_json(&tenant.settings)?;
-        self.write(move |tx| {
-            tx.execute(
-                "INSERT INTO tenants (id, name, test_mode, settings, clock, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                params![t.id, t.name, t.test_mode, settings, t.clock.map(micros), micros(t.created_at)],
-            )
-            .map_err(be)?;
-            tx.execute(
-                "INSERT INTO api_keys (key_hash, tenant_id) VALUES (?, ?)",
-                params![key_hash, t.id],
-            )
-            .map_err(|_| StoreError::Duplicate("api key".into()))?;
-            Ok(())
-        })
-        .await
+        let key = self
+            .write(move |tx| {
+                tx.execute(
+                    "INSERT INTO tenants (id, name, test_mode, settings, clock, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    params![t.id, t.name, t.test_mode, settings, t.clock.map(micros), micros(t.created_at)],
+                )
+                .map_err(be)?;
+                let key = tx.last_insert_rowid();
+                tx.execute(
+                    "INSERT INTO api_keys (key_hash, tenant_id) VALUES (?, ?)",
+                    params![key_hash, key],
+                )
+                .map_err(|_| StoreError::Duplicate("api key".into()))?;
+                Ok(key)
+            })
+            .await?;
+        self.remember(&tenant.id, key)
     }
 
     async fn tenant_by_key(&self, key_hash: &str) -> StoreResult<Option<Tenant>> {
         let row = self.read(|c| {
             c.prepare_cached(
                 "SELECT t.id, t.name, t.test_mode, t.settings, t.clock, t.created_at
-                 FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.key_hash = ?",
+                 FROM api_keys k JOIN tenants t ON t.key = k.tenant_id WHERE k.key_hash = ?",
             )
             .map_err(be)?
             .query_row(params![key_hash], tenant_row)
@@ -1192,7 +1245,7 @@ impl Store for SqliteStore {
         let event = event
             .map(|e| Ok::<_, StoreError>((e.clone(), e.stored_body()?)))
             .transpose()?;
-        let (tenant, id, slug) = (tenant.to_string(), c.id.clone(), c.slug.clone());
+        let (tenant, id, slug) = (self.known(tenant)?, c.id.clone(), c.slug.clone());
         self.write(move |tx| {
             tx.prepare_cached(
                 "INSERT INTO customers (tenant_id, id, slug, body) VALUES (?, ?, ?, ?)
@@ -1208,8 +1261,8 @@ impl Store for SqliteStore {
                 }
             })?;
             if let Some((event, body)) = &event {
-                insert_event(tx, &tenant, event, body)?;
-                write_deliveries(tx, &tenant, &[event])?;
+                insert_event(tx, tenant, event, body)?;
+                write_deliveries(tx, tenant, &[event])?;
             }
             Ok(())
         })
@@ -1217,6 +1270,7 @@ impl Store for SqliteStore {
     }
 
     async fn customer(&self, tenant: &str, id_or_slug: &str) -> StoreResult<Option<Customer>> {
+        let tenant = self.key(tenant)?;
         self.read(|c| customer_on(c, tenant, id_or_slug))
     }
 
@@ -1225,10 +1279,12 @@ impl Store for SqliteStore {
         tenant: &str,
         customer_id: &str,
     ) -> StoreResult<BTreeMap<Currency, Decimal>> {
+        let tenant = self.key(tenant)?;
         self.read(|c| balances_on(c, tenant, customer_id))
     }
 
     async fn customers_by_ids(&self, tenant: &str, ids: &[String]) -> StoreResult<Vec<Customer>> {
+        let tenant = self.key(tenant)?;
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(ROWS_PER_STATEMENT * 4) {
             let sql = format!(
@@ -1249,6 +1305,7 @@ impl Store for SqliteStore {
         tenant: &str,
         customer_ids: &[String],
     ) -> StoreResult<BTreeMap<String, BTreeMap<Currency, Decimal>>> {
+        let tenant = self.key(tenant)?;
         let mut out: BTreeMap<String, BTreeMap<Currency, Decimal>> = BTreeMap::new();
         for chunk in customer_ids.chunks(ROWS_PER_STATEMENT * 4) {
             let sql = format!(
@@ -1274,6 +1331,7 @@ impl Store for SqliteStore {
     }
 
     async fn contract(&self, tenant: &str, id: &str) -> StoreResult<Option<StoredContract>> {
+        let tenant = self.key(tenant)?;
         self.read(|c| contract_on(c, tenant, id))
     }
 
@@ -1282,17 +1340,19 @@ impl Store for SqliteStore {
         tenant: &str,
         contract_id: &str,
     ) -> StoreResult<Option<BillingState>> {
+        let key = self.key(tenant)?;
         // One read transaction: one snapshot, one pooled connection, one WAL read lock.
         self.read(|c| {
             let tx = c.unchecked_transaction().map_err(be)?;
-            let Some((k, version)) = contract_cached_on(&tx, &self.contracts, tenant, contract_id)?
+            let Some((k, version)) =
+                contract_cached_on(&tx, &self.contracts, (key, tenant), contract_id)?
             else {
                 return Ok(None);
             };
             Ok(Some(BillingState {
-                usage: usage_on(&tx, tenant, &k.id, usage_since(&k))?,
-                customer: customer_on(&tx, tenant, &k.customer_id)?,
-                balances: balances_on(&tx, tenant, &k.customer_id)?,
+                usage: usage_on(&tx, key, &k.id, usage_since(&k))?,
+                customer: customer_on(&tx, key, &k.customer_id)?,
+                balances: balances_on(&tx, key, &k.customer_id)?,
                 catalog: self.catalogs.get(tenant, catalog_text(&tx, tenant)?)?,
                 contract: k,
                 version,
@@ -1306,6 +1366,7 @@ impl Store for SqliteStore {
         customer_id: Option<&str>,
         page: &Page,
     ) -> StoreResult<(Vec<StoredContract>, u64)> {
+        let tenant = self.key(tenant)?;
         let (total, rows) = self.read(|c| {
             let total = count(
                 c,
@@ -1341,6 +1402,7 @@ impl Store for SqliteStore {
         until: Timestamp,
         max: u64,
     ) -> StoreResult<Vec<String>> {
+        let tenant = self.key(tenant)?;
         self.read(|c| {
             strings(
                 c,
@@ -1359,7 +1421,7 @@ impl Store for SqliteStore {
         now: Timestamp,
         lease_until: Timestamp,
     ) -> StoreResult<Vec<String>> {
-        let tenant = tenant.to_string();
+        let tenant = self.key(tenant)?;
         let mut rows: Vec<(String, i64)> = self
             .write_unsynced(move |tx| {
                 // SQLite has one writer at a time: the INSERT ... SELECT ... RETURNING is the
@@ -1399,9 +1461,9 @@ impl Store for SqliteStore {
     }
 
     async fn commit(&self, tenant: &str, commit: Commit) -> StoreResult<Committed> {
-        let tenant = tenant.to_string();
+        let tenant = self.known(tenant)?;
         let bodies = Bodies::of(&commit)?;
-        self.write(move |tx| write_commit(tx, &tenant, commit, &bodies))
+        self.write(move |tx| write_commit(tx, tenant, commit, &bodies))
             .await
     }
 
@@ -1410,7 +1472,7 @@ impl Store for SqliteStore {
         tenant: &str,
         commits: Vec<Encoded>,
     ) -> StoreResult<Vec<StoreResult<Committed>>> {
-        let tenant = tenant.to_string();
+        let tenant = self.known(tenant)?;
         let (mut commits, bodies): (Vec<Commit>, Vec<Bodies>) =
             commits.into_iter().map(|e| (e.commit, e.bodies)).unzip();
         // What the batch leaves (its contracts, events and bodies) is freed on the writer's
@@ -1418,7 +1480,7 @@ impl Store for SqliteStore {
         // the more work.
         self.with_writer(move |c| {
             let tx = immediate(c)?;
-            if let Some(done) = write_batch(&tx, &tenant, &mut commits, &bodies)? {
+            if let Some(done) = write_batch(&tx, tenant, &mut commits, &bodies)? {
                 tx.commit().map_err(be)?;
                 return Ok(done.into_iter().map(Ok).collect());
             }
@@ -1428,7 +1490,7 @@ impl Store for SqliteStore {
             for (commit, bodies) in commits.into_iter().zip(&bodies) {
                 // Each commit in its own savepoint: a conflict leaves nothing of it behind.
                 let sp = tx.savepoint().map_err(be)?;
-                match write_commit(&sp, &tenant, commit, bodies) {
+                match write_commit(&sp, tenant, commit, bodies) {
                     Err(StoreError::Conflict) => {
                         // Dropping the savepoint rolls it back.
                         drop(sp);
@@ -1452,6 +1514,7 @@ impl Store for SqliteStore {
         tenant: &str,
         ids: &[String],
     ) -> StoreResult<Vec<StoredContract>> {
+        let tenant = self.key(tenant)?;
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(500) {
             let sql = format!(
@@ -1480,6 +1543,7 @@ impl Store for SqliteStore {
         contract_ids: &[String],
         since: Timestamp,
     ) -> StoreResult<BTreeMap<String, Vec<UsageRecord>>> {
+        let tenant = self.key(tenant)?;
         let mut out: BTreeMap<String, Vec<UsageRecord>> = BTreeMap::new();
         let since = micros(since);
         for chunk in contract_ids.chunks(500) {
@@ -1511,11 +1575,11 @@ impl Store for SqliteStore {
         records: &[UsageRecord],
     ) -> StoreResult<()> {
         let (tenant, contract_id, records) = (
-            tenant.to_string(),
+            self.known(tenant)?,
             contract_id.to_string(),
             records.to_vec(),
         );
-        self.write(move |tx| insert_usage(tx, &tenant, &contract_id, &records))
+        self.write(move |tx| insert_usage(tx, tenant, &contract_id, &records))
             .await
     }
 
@@ -1525,6 +1589,7 @@ impl Store for SqliteStore {
         contract_id: &str,
         since: Timestamp,
     ) -> StoreResult<Vec<UsageRecord>> {
+        let tenant = self.key(tenant)?;
         self.read(|c| usage_on(c, tenant, contract_id, since))
     }
 
@@ -1538,6 +1603,7 @@ impl Store for SqliteStore {
         // invoices are read through `invoices_contract` (named, since without statistics SQLite
         // would rather walk the tenant's `seq` order and filter): a customer's through its
         // contracts, as an invoice's customer is its contract's.
+        let tenant = self.key(tenant)?;
         let after = f.date_after.map(micros);
         let before = f.date_before.map(micros);
         let by_contract = f.customer_id.is_some() || f.contract_id.is_some();
@@ -1590,6 +1656,7 @@ impl Store for SqliteStore {
     }
 
     async fn invoice(&self, tenant: &str, id: &str) -> StoreResult<Option<Invoice>> {
+        let tenant = self.key(tenant)?;
         let row = self.read(|c| {
             c.prepare_cached(&format!(
                 "SELECT {INVOICE_COLUMNS} FROM invoices WHERE tenant_id = ?1 AND (id = ?2 OR number = ?2)"
@@ -1613,7 +1680,7 @@ impl Store for SqliteStore {
             .iter()
             .map(Event::stored_body)
             .collect::<StoreResult<Vec<_>>>()?;
-        let (tenant, id, events) = (tenant.to_string(), id.to_string(), events.to_vec());
+        let (tenant, id, events) = (self.known(tenant)?, id.to_string(), events.to_vec());
         self.with_writer(move |c| {
             let tx = immediate(c)?;
             let moved = tx
@@ -1627,9 +1694,9 @@ impl Store for SqliteStore {
                 return Ok(false);
             }
             for (event, body) in events.iter().zip(&bodies) {
-                insert_event(&tx, &tenant, event, body)?;
+                insert_event(&tx, tenant, event, body)?;
             }
-            write_deliveries(&tx, &tenant, &events.iter().collect::<Vec<_>>())?;
+            write_deliveries(&tx, tenant, &events.iter().collect::<Vec<_>>())?;
             tx.commit().map_err(be)?;
             Ok(true)
         })
@@ -1637,6 +1704,7 @@ impl Store for SqliteStore {
     }
 
     async fn events(&self, tenant: &str, contract_id: &str) -> StoreResult<Vec<Event>> {
+        let tenant = self.key(tenant)?;
         let rows: Vec<(String, String)> = self.read(|c| {
             c.prepare_cached(
                 "SELECT id, body FROM events WHERE tenant_id = ? AND contract_id = ? ORDER BY seq",
@@ -1653,6 +1721,7 @@ impl Store for SqliteStore {
     }
 
     async fn idempotent(&self, tenant: &str, key: &str) -> StoreResult<Option<IdempotentResponse>> {
+        let tenant = self.key(tenant)?;
         let body = self.read(|c| {
             string(
                 c,
@@ -1669,7 +1738,7 @@ impl Store for SqliteStore {
         key: &str,
         response: &IdempotentResponse,
     ) -> StoreResult<()> {
-        let (tenant, key, body) = (tenant.to_string(), key.to_string(), to_json(response)?);
+        let (tenant, key, body) = (self.known(tenant)?, key.to_string(), to_json(response)?);
         self.write(move |tx| {
             tx.prepare_cached(
                 "INSERT INTO idempotency (tenant_id, key, body) VALUES (?, ?, ?)
@@ -1684,12 +1753,12 @@ impl Store for SqliteStore {
     }
 
     async fn save_order(&self, tenant: &str, order: &Order) -> StoreResult<bool> {
-        let (tenant, order) = (tenant.to_string(), order.clone());
-        self.write(move |tx| upsert_order(tx, &tenant, &order))
-            .await
+        let (tenant, order) = (self.known(tenant)?, order.clone());
+        self.write(move |tx| upsert_order(tx, tenant, &order)).await
     }
 
     async fn order(&self, tenant: &str, id: &str) -> StoreResult<Option<Order>> {
+        let tenant = self.key(tenant)?;
         let body = self.read(|c| {
             string(
                 c,
@@ -1701,6 +1770,7 @@ impl Store for SqliteStore {
     }
 
     async fn orders(&self, tenant: &str, contract_id: &str) -> StoreResult<Vec<Order>> {
+        let tenant = self.key(tenant)?;
         let rows = self.read(|c| {
             strings(
                 c,
@@ -1712,7 +1782,7 @@ impl Store for SqliteStore {
     }
 
     async fn save_webhook(&self, tenant: &str, endpoint: &WebhookEndpoint) -> StoreResult<()> {
-        let (tenant, id, body) = (tenant.to_string(), endpoint.id.clone(), to_json(endpoint)?);
+        let (tenant, id, body) = (self.known(tenant)?, endpoint.id.clone(), to_json(endpoint)?);
         self.write(move |tx| {
             tx.execute(
                 "INSERT INTO webhook_endpoints (tenant_id, id, body) VALUES (?, ?, ?)
@@ -1726,6 +1796,7 @@ impl Store for SqliteStore {
     }
 
     async fn webhook(&self, tenant: &str, id: &str) -> StoreResult<Option<WebhookEndpoint>> {
+        let tenant = self.key(tenant)?;
         let body = self.read(|c| {
             string(
                 c,
@@ -1741,6 +1812,7 @@ impl Store for SqliteStore {
         tenant: &str,
         page: &Page,
     ) -> StoreResult<(Vec<WebhookEndpoint>, u64)> {
+        let tenant = self.key(tenant)?;
         let (rows, total) = self.read(|c| {
             let rows = strings(
                 c,
@@ -1762,7 +1834,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_webhook(&self, tenant: &str, id: &str) -> StoreResult<bool> {
-        let (tenant, id) = (tenant.to_string(), id.to_string());
+        let (tenant, id) = (self.key(tenant)?, id.to_string());
         self.write(move |tx| {
             let gone = tx
                 .execute(
@@ -1786,7 +1858,7 @@ impl Store for SqliteStore {
         now: Timestamp,
         lease_until: Timestamp,
     ) -> StoreResult<Vec<DeliveryJob>> {
-        let claimed: Vec<(String, String)> = self
+        let claimed: Vec<(Key, String)> = self
             .write(move |tx| {
                 let mut st = tx.prepare_cached(CLAIM_DELIVERIES).map_err(be)?;
                 st.query_map(
@@ -1799,22 +1871,22 @@ impl Store for SqliteStore {
             })
             .await?;
         let mut jobs = Vec::with_capacity(claimed.len());
-        for (tenant_id, body) in claimed {
+        for (key, body) in claimed {
             let delivery: Delivery = from_json(&body)?;
-            let row: Option<(String, Option<String>, String)> = self.read(|c| {
+            let row: Option<(String, String, Option<String>, String)> = self.read(|c| {
                 c.prepare_cached(
-                    "SELECT w.body, e.contract_id, e.body FROM webhook_endpoints w, events e
-                     WHERE w.tenant_id = ?1 AND w.id = ?2 AND e.tenant_id = ?1 AND e.id = ?3",
+                    "SELECT t.id, w.body, e.contract_id, e.body FROM tenants t, webhook_endpoints w, events e
+                     WHERE t.key = ?1 AND w.tenant_id = ?1 AND w.id = ?2 AND e.tenant_id = ?1 AND e.id = ?3",
                 )
                 .map_err(be)?
                 .query_row(
-                    params![tenant_id, delivery.endpoint_id, delivery.event_id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    params![key, delivery.endpoint_id, delivery.event_id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
                 )
                 .optional()
                 .map_err(be)
             })?;
-            let Some((endpoint, contract_id, event)) = row else {
+            let Some((tenant_id, endpoint, contract_id, event)) = row else {
                 continue;
             };
             let endpoint: WebhookEndpoint = from_json(&endpoint)?;
@@ -1831,7 +1903,7 @@ impl Store for SqliteStore {
     }
 
     async fn save_delivery(&self, tenant: &str, delivery: &Delivery) -> StoreResult<()> {
-        let (tenant, d, body) = (tenant.to_string(), delivery.clone(), to_json(delivery)?);
+        let (tenant, d, body) = (self.key(tenant)?, delivery.clone(), to_json(delivery)?);
         self.write(move |tx| {
             tx.prepare_cached(
                 "UPDATE webhook_deliveries SET status = ?, next_attempt_at = ?, claimed_until = NULL, body = ?
@@ -1852,6 +1924,7 @@ impl Store for SqliteStore {
     }
 
     async fn delivery(&self, tenant: &str, id: &str) -> StoreResult<Option<Delivery>> {
+        let tenant = self.key(tenant)?;
         let body = self.read(|c| {
             string(
                 c,
@@ -1868,6 +1941,7 @@ impl Store for SqliteStore {
         endpoint_id: &str,
         page: &Page,
     ) -> StoreResult<(Vec<Delivery>, u64)> {
+        let tenant = self.key(tenant)?;
         let (rows, total) = self.read(|c| {
             let rows = strings(
                 c,
@@ -2005,8 +2079,10 @@ mod tests {
         use tally_core::prelude::*;
         let c = rusqlite::Connection::open_in_memory().unwrap();
         let migrator = sqlx::migrate!("./migrations");
-        let (before, after): (Vec<&sqlx::migrate::Migration>, Vec<_>) =
-            migrator.iter().partition(|m| m.version < 9);
+        let (before, after): (Vec<&sqlx::migrate::Migration>, Vec<_>) = migrator
+            .iter()
+            .filter(|m| m.version <= 9)
+            .partition(|m| m.version < 9);
         for m in before {
             c.execute_batch(&m.sql).unwrap();
         }
@@ -2048,8 +2124,10 @@ mod tests {
     fn the_migration_keys_events_by_one_sequence_keeping_each_tenants_order() {
         let c = rusqlite::Connection::open_in_memory().unwrap();
         let migrator = sqlx::migrate!("./migrations");
-        let (before, after): (Vec<&sqlx::migrate::Migration>, Vec<_>) =
-            migrator.iter().partition(|m| m.version < 10);
+        let (before, after): (Vec<&sqlx::migrate::Migration>, Vec<_>) = migrator
+            .iter()
+            .filter(|m| m.version <= 10)
+            .partition(|m| m.version < 10);
         for m in before {
             c.execute_batch(&m.sql).unwrap();
         }
@@ -2098,6 +2176,125 @@ mod tests {
             c.execute(
                 "INSERT INTO events (tenant_id, id, contract_id, body) VALUES ('Ten_a', 'Evt_a3', NULL, '{}')",
                 [],
+            )
+            .is_err()
+        );
+    }
+
+    /// Migration 0011 moves every table from the tenant's public id to its integer key: each row
+    /// keeps its tenant, keys, order and sequences, and a row of no tenant is left behind.
+    #[test]
+    fn the_migration_refers_to_tenants_by_their_integer_keys() {
+        let c = rusqlite::Connection::open_in_memory().unwrap();
+        c.pragma_update(None, "foreign_keys", "ON").unwrap();
+        let migrator = sqlx::migrate!("./migrations");
+        let (before, after): (Vec<&sqlx::migrate::Migration>, Vec<_>) = migrator
+            .iter()
+            .filter(|m| m.version <= 11)
+            .partition(|m| m.version < 11);
+        for m in before {
+            c.execute_batch(&m.sql).unwrap();
+        }
+        c.execute_batch(
+            "INSERT INTO tenants (id, name, test_mode, settings, created_at, invoice_seq)
+                 VALUES ('Ten_b', 'b', 0, '{}', 1, 7), ('Ten_a', 'a', 1, '{}', 2, 3);
+             INSERT INTO api_keys (key_hash, tenant_id) VALUES ('hash_a', 'Ten_a'), ('hash_b', 'Ten_b');
+             INSERT INTO customers (tenant_id, id, slug, body) VALUES ('Ten_a', 'Cust_1', 'acme', '{}');
+             INSERT INTO contracts (tenant_id, id, customer_id, status, next_due, version, created_seq, body, terms_id)
+                 VALUES ('Ten_a', 'Cont_1', 'Cust_1', 'active', 5, 2, 1, '{}', 1),
+                        ('Ten_b', 'Cont_2', 'Cust_2', 'active', 5, 1, 1, '{}', 2),
+                        ('Ten_gone', 'Cont_3', 'Cust_3', 'active', 5, 1, 1, '{}', 3);
+             INSERT INTO invoices (tenant_id, id, seq, number, contract_id, customer_id, issued_at, status, step_key, body)
+                 VALUES ('Ten_a', 'Inv_1', 3, 'A-3', 'Cont_1', 'Cust_1', 5, 'open', 'k1', '{}');
+             INSERT INTO usage_records (tenant_id, contract_id, feature_slug, units, ts, is_absolute)
+                 VALUES ('Ten_a', 'Cont_1', 'api', '1', 1, 0), ('Ten_b', 'Cont_2', 'api', '2', 2, 0);
+             INSERT INTO events (tenant_id, id, contract_id, body)
+                 VALUES ('Ten_a', 'Evt_1', 'Cont_1', '{}'), ('Ten_b', 'Evt_2', 'Cont_2', '{}');
+             INSERT INTO claims (tenant_id, contract_id, due, claimed_until) VALUES ('Ten_b', 'Cont_2', 5, 9);",
+        )
+        .unwrap();
+        for m in after {
+            c.execute_batch(&m.sql).unwrap();
+        }
+        // Keys follow the tenants' creation order: b first, then a.
+        let key = |id: &str| -> i64 {
+            c.query_row("SELECT key FROM tenants WHERE id = ?", [id], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!((key("Ten_b"), key("Ten_a")), (1, 2));
+        let seq: i64 = c
+            .query_row("SELECT invoice_seq FROM tenants WHERE key = 1", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(seq, 7);
+        // Each row now names its tenant by key; the contract of no tenant is not carried over.
+        let rows = |sql: &str| -> Vec<(i64, String)> {
+            let mut st = c.prepare(sql).unwrap();
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        };
+        assert_eq!(
+            rows("SELECT tenant_id, id FROM contracts ORDER BY id"),
+            [(2, "Cont_1".to_string()), (1, "Cont_2".to_string())]
+        );
+        assert_eq!(
+            rows("SELECT tenant_id, key_hash FROM api_keys ORDER BY key_hash"),
+            [(2, "hash_a".to_string()), (1, "hash_b".to_string())]
+        );
+        assert_eq!(
+            rows("SELECT tenant_id, id FROM customers"),
+            [(2, "Cust_1".to_string())]
+        );
+        assert_eq!(
+            rows("SELECT tenant_id, number FROM invoices"),
+            [(2, "A-3".to_string())]
+        );
+        assert_eq!(
+            rows("SELECT tenant_id, id FROM events ORDER BY seq"),
+            [(2, "Evt_1".to_string()), (1, "Evt_2".to_string())]
+        );
+        assert_eq!(
+            rows("SELECT tenant_id, contract_id FROM claims"),
+            [(1, "Cont_2".to_string())]
+        );
+        assert_eq!(
+            rows("SELECT tenant_id, units FROM usage_records ORDER BY seq"),
+            [(2, "1".to_string()), (1, "2".to_string())]
+        );
+        // A key finds its tenant as authentication reads it.
+        let name: String = c
+            .query_row(
+                "SELECT t.name FROM api_keys k JOIN tenants t ON t.key = k.tenant_id WHERE k.key_hash = 'hash_a'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(name, "a");
+        // Sequences go on after the rows carried over: the third usage record is 3.
+        c.execute(
+            "INSERT INTO usage_records (tenant_id, contract_id, feature_slug, units, ts, is_absolute)
+             VALUES (2, 'Cont_1', 'api', '3', 3, 0)",
+            [],
+        )
+        .unwrap();
+        assert_eq!(c.last_insert_rowid(), 3);
+        // The indexes are back: an invoice's step key stays unique within its tenant.
+        assert!(
+            c.execute(
+                "INSERT INTO invoices (tenant_id, id, seq, number, contract_id, customer_id, issued_at, status, step_key, body)
+                 VALUES (2, 'Inv_2', 4, 'A-4', 'Cont_1', 'Cust_1', 6, 'open', 'k1', '{}')",
+                [],
+            )
+            .is_err()
+        );
+        // A key of a tenant that does not exist is refused.
+        assert!(
+            c.execute(
+                "INSERT INTO api_keys (key_hash, tenant_id) VALUES ('hash_x', 9)",
+                []
             )
             .is_err()
         );

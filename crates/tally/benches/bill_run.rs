@@ -57,18 +57,9 @@ fn cpu_seconds() -> f64 {
     ticks as f64 / 100.0
 }
 
-type ContractRow = (
-    String,
-    String,
-    String,
-    String,
-    Option<i64>,
-    i64,
-    i64,
-    String,
-);
+type ContractRow = (i64, String, String, String, Option<i64>, i64, i64, String);
 type InvoiceRow = (
-    String,
+    i64,
     String,
     i64,
     String,
@@ -79,7 +70,7 @@ type InvoiceRow = (
     String,
     String,
 );
-type EventRow = (String, String, i64, Option<String>, String);
+type EventRow = (i64, String, i64, Option<String>, String);
 
 /// Runs `head VALUES (...), ... tail` for `rows` rows of `cols` columns with `values`.
 fn run(
@@ -124,7 +115,7 @@ async fn baseline(n: usize, dir: &std::path::Path) -> (f64, u64) {
         .connect_with(opts)
         .await
         .unwrap();
-    let tenant: String = sqlx::query_scalar("SELECT id FROM tenants")
+    let tenant: i64 = sqlx::query_scalar("SELECT key FROM tenants")
         .fetch_one(&from)
         .await
         .unwrap();
@@ -137,7 +128,7 @@ async fn baseline(n: usize, dir: &std::path::Path) -> (f64, u64) {
         )
         .bind(first)
         .bind(first + 1000)
-        .bind(&tenant)
+        .bind(tenant)
         .fetch_all(&from)
         .await
         .unwrap();
@@ -147,7 +138,7 @@ async fn baseline(n: usize, dir: &std::path::Path) -> (f64, u64) {
                 "INSERT INTO contracts (tenant_id, id, customer_id, status, next_due, version, created_seq, body) ",
             );
             q.push_values(part, |mut b, c| {
-                b.push_bind(&c.0)
+                b.push_bind(c.0)
                     .push_bind(&c.1)
                     .push_bind(&c.2)
                     .push_bind(&c.3)
@@ -180,16 +171,16 @@ async fn baseline(n: usize, dir: &std::path::Path) -> (f64, u64) {
         let contracts: Vec<ContractRow> = sqlx::query_as(&format!(
             "SELECT tenant_id, id, customer_id, status, next_due, version, created_seq, body {range}"
         ))
-        .bind(first).bind(first + 1000).bind(&tenant).fetch_all(&from).await.unwrap();
+        .bind(first).bind(first + 1000).bind(tenant).fetch_all(&from).await.unwrap();
         let invoices: Vec<InvoiceRow> = sqlx::query_as(&format!(
             "SELECT tenant_id, id, seq, number, contract_id, customer_id, issued_at, status, step_key, body
              FROM invoices WHERE tenant_id = ?3 AND contract_id IN (SELECT id {range})"
         ))
-        .bind(first).bind(first + 1000).bind(&tenant).fetch_all(&from).await.unwrap();
+        .bind(first).bind(first + 1000).bind(tenant).fetch_all(&from).await.unwrap();
         let events: Vec<EventRow> = sqlx::query_as(&format!(
             "SELECT tenant_id, id, seq, contract_id, body FROM events WHERE tenant_id = ?3 AND contract_id IN (SELECT id {range})"
         ))
-        .bind(first).bind(first + 1000).bind(&tenant).fetch_all(&from).await.unwrap();
+        .bind(first).bind(first + 1000).bind(tenant).fetch_all(&from).await.unwrap();
         let start = Instant::now();
         let tx = raw.transaction().unwrap();
         for part in contracts.chunks(ROWS) {

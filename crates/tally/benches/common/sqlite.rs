@@ -32,6 +32,12 @@ pub async fn seed(tally: &Tally, url: &str, n: usize) -> Tenant {
     let used_at: jiff::Timestamp = USED_AT.parse().unwrap();
     let ids: Vec<usize> = (0..n).collect();
     // The store keeps a contract's terms in their own table, apart from its progress.
+    // The store's tables refer to the tenant by its integer key.
+    let key: i64 = sqlx::query_scalar("SELECT key FROM tenants WHERE id = ?")
+        .bind(&tenant.id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     let terms_base: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM contract_terms")
         .fetch_one(&pool)
         .await
@@ -50,7 +56,7 @@ pub async fn seed(tally: &Tally, url: &str, n: usize) -> Tenant {
                 "INSERT INTO contracts (tenant_id, id, customer_id, status, next_due, version, created_seq, terms_id, body) ",
             );
             q.push_values(rows, |mut b, s| {
-                b.push_bind(&tenant.id)
+                b.push_bind(key)
                     .push_bind(&s.contract.id)
                     .push_bind(&s.contract.customer_id)
                     .push_bind("active")
@@ -67,7 +73,7 @@ pub async fn seed(tally: &Tally, url: &str, n: usize) -> Tenant {
                 "INSERT INTO usage_records (tenant_id, contract_id, feature_slug, units, ts, is_absolute) ",
             );
             q.push_values(rows, |mut b, (id, units)| {
-                b.push_bind(&tenant.id)
+                b.push_bind(key)
                     .push_bind(id)
                     .push_bind("api_calls")
                     .push_bind(units.to_string())

@@ -113,7 +113,13 @@ pub fn kill_and_restart(plan: &Plan<'_>) -> Outcome {
 /// (the counter agrees). Returns the invoice count.
 pub fn verify(db: &Path, tenant: &str, contracts: u64, per_contract: u64) -> u64 {
     let c = rusqlite::Connection::open(db).unwrap();
-    let one = |sql: &str| -> i64 { c.query_row(sql, [tenant], |r| r.get(0)).unwrap() };
+    // Tables refer to the tenant by its integer key.
+    let key: i64 = c
+        .query_row("SELECT key FROM tenants WHERE id = ?", [tenant], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let one = |sql: &str| -> i64 { c.query_row(sql, [key], |r| r.get(0)).unwrap() };
     let found = one("SELECT COUNT(*) FROM contracts WHERE tenant_id = ?1") as u64;
     assert_eq!(found, contracts, "contracts of the tenant");
     let wrong = one(&format!(
@@ -146,7 +152,7 @@ pub fn verify(db: &Path, tenant: &str, contracts: u64, per_contract: u64) -> u64
         ),
         (
             "the tenant's counter",
-            "SELECT invoice_seq FROM tenants WHERE id = ?1",
+            "SELECT invoice_seq FROM tenants WHERE key = ?1",
         ),
     ] {
         assert_eq!(one(sql) as u64, count, "{what}");
