@@ -2306,6 +2306,43 @@ mod tests {
         c.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap()
     }
 
+    /// A read for a tenant the database does not hold finds nothing, and a write for one fails
+    /// and leaves nothing behind (no tenant could read it); once the tenant exists, both work.
+    #[tokio::test]
+    async fn a_tenant_the_database_does_not_hold_is_read_as_empty_and_never_written() {
+        use tally_app::store::{IdempotentResponse, Store};
+        let db = TempDb::new();
+        let store = db.open().await;
+        let saved = IdempotentResponse {
+            request_hash: "h".into(),
+            status: 200,
+            body: "\"ok\"".into(),
+            created_at: jiff::Timestamp::UNIX_EPOCH,
+        };
+        let id = tally_app::ids::new_id("Ten");
+        assert_eq!(store.idempotent(&id, "k").await.unwrap(), None);
+        assert!(store.save_idempotent(&id, "k", &saved).await.is_err());
+        let rows: i64 = store
+            .writer
+            .lock()
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM idempotency", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 0);
+        // The tenant made after those calls is found by them: an unknown id is not remembered.
+        let tenant = tally_app::store::Tenant {
+            id: id.clone(),
+            name: "late".into(),
+            test_mode: true,
+            settings: Default::default(),
+            clock: None,
+            created_at: jiff::Timestamp::UNIX_EPOCH,
+        };
+        store.create_tenant(&tenant, "hash_late").await.unwrap();
+        store.save_idempotent(&id, "k", &saved).await.unwrap();
+        assert_eq!(store.idempotent(&id, "k").await.unwrap(), Some(saved));
+    }
+
     #[tokio::test]
     async fn only_claims_commit_without_waiting_for_the_disk() {
         use tally_app::store::Store;
