@@ -190,29 +190,14 @@ struct EventBody {
 }
 
 /// How an invoice draft is stored: without its contract, customer and step key, which the
-/// store keeps in their own columns beside the body.
-#[derive(Serialize)]
-struct StoredInvoice<'a> {
+/// store keeps in their own columns beside the body. Written with the draft's lines borrowed,
+/// read with them owned (older bodies also hold the columns' fields, ignored).
+#[derive(Serialize, Deserialize)]
+struct InvoiceBody<L> {
     currency: Currency,
     issued_at: Timestamp,
     reason: InvoiceReason,
-    lines: &'a [InvoiceLine],
-    net: Decimal,
-    tax_rate: Decimal,
-    tax: Decimal,
-    gross: Decimal,
-    credit_applied: Decimal,
-    amount_due: Decimal,
-    credit_added: Decimal,
-}
-
-/// A stored invoice body as read back (older bodies also hold the columns' fields, ignored).
-#[derive(Deserialize)]
-struct InvoiceBody {
-    currency: Currency,
-    issued_at: Timestamp,
-    reason: InvoiceReason,
-    lines: Vec<InvoiceLine>,
+    lines: L,
     net: Decimal,
     tax_rate: Decimal,
     tax: Decimal,
@@ -225,11 +210,11 @@ struct InvoiceBody {
 /// The body a store keeps for an invoice draft, beside its contract, customer and step key in
 /// columns.
 pub fn invoice_body(d: &InvoiceDraft) -> StoreResult<String> {
-    json(&StoredInvoice {
+    json(&InvoiceBody {
         currency: d.currency,
         issued_at: d.issued_at,
         reason: d.reason,
-        lines: &d.lines,
+        lines: d.lines.as_slice(),
         net: d.net,
         tax_rate: d.tax_rate,
         tax: d.tax,
@@ -247,7 +232,7 @@ pub fn invoice_from_stored(
     step_key: String,
     body: &str,
 ) -> StoreResult<InvoiceDraft> {
-    let b: InvoiceBody =
+    let b: InvoiceBody<Vec<InvoiceLine>> =
         serde_json::from_str(body).map_err(|e| StoreError::Backend(e.to_string()))?;
     Ok(InvoiceDraft {
         contract_id,
